@@ -220,7 +220,7 @@ def cmd_train(args) -> int:
         return EXIT_INTERRUPTED if interrupted else 1
     model = trainer.best_model
     model.metadata["datasets"] = infos
-    model.metadata["command"] = shlex.join(["deeppicker", *args.argv])
+    model.metadata["command"] = shlex.join(["deeppicker", *getattr(args, "argv", [])])
     if args.init:
         model.metadata["init"] = str(args.init)
     save_model(model, args.out)

@@ -143,14 +143,20 @@ def test_train_writes_a_loadable_model_naming_its_dataset(sim, model_file):
 
 
 def test_train_mixture_skips_micrographs_without_coordinates(sim, tmp_path, capsys):
+    import pandas as pd
+
     coords = tmp_path / "coords"
     coords.mkdir()
     for name in ("globular_000", "globular_001"):  # globular_002 gets none; a picker suffix is fine
         truth = read_coordinates(sim / "coords" / f"{name}.star")
         write_coordinates(truth, coords / f"{name}_autopick.star")
+    everything = tmp_path / "all_particles.star"  # set 1: one multi-micrograph STAR file
+    tables = read_coordinates_by_micrograph(sim / "coords")
+    write_coordinates(pd.concat([t.assign(micrograph=f"{k}.mrc") for k, t in tables.items()]),
+                      everything)
     out = tmp_path / "mix.safetensors"
     code, _, err = run(capsys, "train", "--micrographs", sim / "micrographs",
-                       "--coords", sim / "coords",
+                       "--coords", everything,
                        "--micrographs", sim / "micrographs", "--coords", coords, "--box", BOX,
                        "--invert", "2", "--out", out, "--epochs", "1", "--device", "cpu")
     assert code == 0, err
@@ -159,6 +165,7 @@ def test_train_mixture_skips_micrographs_without_coordinates(sim, tmp_path, caps
 
     meta = load_model(out).metadata
     assert [d["n_micrographs"] for d in meta["datasets"]] == [3, 2]
+    assert meta["datasets"][0]["n_particles"] == sum(truth_counts(sim).values())
     assert [d["invert"] for d in meta["datasets"]] == [False, True]
     assert meta["datasets"][1]["skipped"] == ["globular_002.mrc"]
     used = [s["positives_used"] for s in meta["training"]["sets"]]

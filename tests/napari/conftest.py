@@ -35,6 +35,13 @@ def dots_image(coords: pd.DataFrame, values: np.ndarray, shape=SHAPE) -> np.ndar
     return image
 
 
+def as_layer(layer_data_tuple):
+    """A napari layer made from a reader's LayerDataTuple, as the viewer would add it."""
+    from napari.layers import Layer
+
+    return Layer.create(*layer_data_tuple)
+
+
 def values_at_points(image_layer, points_layer) -> np.ndarray:
     """Image values under each point, mapped through both layers' world transforms."""
     values = []

@@ -14,7 +14,7 @@ from napari_deeppicker._layers import (
 from napari_deeppicker.core import io
 from napari_deeppicker.core.errors import CoordinatesError, MicrographError
 
-from .conftest import DOT_VALUES, DOTS, dots_image, values_at_points
+from .conftest import DOT_VALUES, DOTS, as_layer, dots_image, values_at_points
 
 PLUGIN = "napari-deeppicker"
 
@@ -24,7 +24,7 @@ def _only(layer_data):
     return layer_data[0]
 
 
-def test_single_mrc_opens_as_2d_image_in_pixels(dots, make_napari_viewer):
+def test_single_mrc_opens_as_2d_image_in_pixels(dots):
     assert _reader.get_micrograph_reader(str(dots.path)) is _reader.read_micrographs
     data, kwargs, kind = _only(_reader.read_micrographs(str(dots.path)))
     assert kind == "image" and kwargs["name"] == "dots"
@@ -33,10 +33,18 @@ def test_single_mrc_opens_as_2d_image_in_pixels(dots, make_napari_viewer):
     assert meta["pixel_size"] == 2.5 and meta["micrograph"] == "dots"
     assert meta["path"] == str(dots.path)
     assert kwargs["contrast_limits"] == (0.0, 130.0)  # percentiles of a mostly-zero image: min/max
+
+
+def test_viewer_opens_micrograph_and_coordinates_through_the_plugin(dots, make_napari_viewer):
+    star = dots.path.parent / "dots.star"
+    io.write_coordinates(dots.coords.assign(score=0.75), star)
     viewer = make_napari_viewer()
-    layer = viewer.open(dots.path, plugin=PLUGIN)[0]
-    np.testing.assert_array_equal(layer.scale, [1.0, 1.0])
-    np.testing.assert_array_equal(layer.data, dots.image)
+    image = viewer.open(dots.path, plugin=PLUGIN)[0]
+    points = viewer.open(star, plugin=PLUGIN)[0]
+    assert [layer.name for layer in viewer.layers] == ["dots", "dots picks"]
+    np.testing.assert_array_equal(image.scale, [1.0, 1.0])
+    np.testing.assert_array_equal(image.data, dots.image)
+    np.testing.assert_array_equal(values_at_points(image, points), dots.values)
 
 
 def test_contrast_limits_are_robust_percentiles():
@@ -149,15 +157,14 @@ def test_corrupt_micrograph_raises_the_core_error(tmp_path):
 @pytest.mark.parametrize("file_name, fmt", [
     ("dots_autopick.star", "star"), ("dots.box", "box"), ("dots.csv", "csv"), ("dots.txt", "topaz"),
 ])
-def test_coordinates_land_on_the_particles(dots, file_name, fmt, make_napari_viewer):
+def test_coordinates_land_on_the_particles(dots, file_name, fmt):
     coords = dots.coords.assign(score=[0.9, 0.8, 0.7, 0.6])
     path = dots.path.parent / file_name
     name = "dots" if fmt == "topaz" else None
     io.write_coordinates(coords, path, fmt=fmt, box=16, micrograph_name=name)
     assert _reader_coords.get_coordinates_reader(str(path)) is _reader_coords.read_coordinates_files
-    viewer = make_napari_viewer()
-    image = viewer.open(dots.path, plugin=PLUGIN)[0]
-    points = viewer.open(path, plugin=PLUGIN)[0]
+    image = as_layer(_only(_reader.read_micrographs(str(dots.path))))
+    points = as_layer(_only(_reader_coords.read_coordinates_files(str(path))))
     assert points.name == "dots picks"
     np.testing.assert_array_equal(values_at_points(image, points), dots.values)
     df = coordinates_from_points(points)
@@ -169,7 +176,7 @@ def test_coordinates_land_on_the_particles(dots, file_name, fmt, make_napari_vie
         assert df["source"].eq("model").all()
 
 
-def test_multi_micrograph_star_opens_as_3d_points(dots_folder, make_napari_viewer):
+def test_multi_micrograph_star_opens_as_3d_points(dots_folder):
     folder, _ = dots_folder
     stems = ("mic_a", "mic_b", "mic_c")
     parts = [(DOTS + i).assign(micrograph=f"{stem}.mrc") for i, stem in enumerate(stems)]
@@ -178,14 +185,14 @@ def test_multi_micrograph_star_opens_as_3d_points(dots_folder, make_napari_viewe
     data, kwargs, _ = _only(_reader_coords.read_coordinates_files(str(star)))
     assert data.shape == (12, 3) and kwargs["name"] == "everything picks"
     assert kwargs["metadata"]["deeppicker"]["micrographs"] == ["mic_a", "mic_b", "mic_c"]
-    viewer = make_napari_viewer()
-    stack = viewer.open(folder, plugin=PLUGIN)[0]
-    points = viewer.open(star, plugin=PLUGIN)[0]
+    stack = as_layer(_only(_reader.read_micrographs(str(folder))))
+    points = as_layer((data, kwargs, "points"))
     expected = np.concatenate([DOT_VALUES + 2000, DOT_VALUES, DOT_VALUES + 1000])
     np.testing.assert_array_equal(values_at_points(stack, points), expected)
 
 
 def test_partial_star_is_placed_on_a_stack_through_its_names(dots_folder, make_napari_viewer):
+    """What a widget does with a file of some of a stack's micrographs (the viewer has both)."""
     folder, _ = dots_folder
     star = folder.parent / "some.star"
     picks = pd.concat([(DOTS + 2).assign(micrograph="mic_c"), DOTS.assign(micrograph="mic_a")])

@@ -29,9 +29,8 @@ def _read_back(path):
 
 
 @pytest.mark.parametrize("ext", [".star", ".csv"])
-def test_round_trip_keeps_coordinates_scores_and_sources(make_napari_viewer, tmp_path, ext):
-    viewer = make_napari_viewer()
-    layer = viewer.add_layer(_layer(PICKS, metadata={"micrograph": "mic1", "pixel_size": 1.7}))
+def test_round_trip_keeps_coordinates_scores_and_sources(tmp_path, ext):
+    layer = _layer(PICKS, metadata={"micrograph": "mic1", "pixel_size": 1.7})
     layer.add([12.0, 13.5])  # a manual point
     path = tmp_path / f"out{ext}"
     written = layer.save(str(path), plugin="napari-deeppicker")

@@ -112,6 +112,9 @@ class EvaluateWidget(DockWidget):
         features = layer.features.copy()
         features["match"] = match
         layer.features = features
+        # Through direct colours first: napari validates the new property in the current
+        # (continuous) mode otherwise, and fails on strings.
+        layer.border_color = "white"
         layer.border_color_cycle = MATCH_COLOURS
         layer.border_color = "match"
 

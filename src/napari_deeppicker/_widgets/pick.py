@@ -218,6 +218,8 @@ class PickWidget(DockWidget):
             meta["micrographs"] = list(micrographs)
         data = _layers.points_layer_data(merged, name=f"{name} picks", box=job.box, image_layer=image,
                                          metadata=meta)
+        if layer is not None and layer.border_color_mode != "colormap":
+            layer.border_color = "white"  # coloured by match after an evaluation: back via direct
         with tracker.updating() if tracker else contextlib.nullcontext():
             layer = _layers.update_or_add(self.viewer, data)
         if tracker is None:

@@ -24,6 +24,7 @@ from ._coords import (
     detect_format,
     read_coordinates,
     read_coordinates_by_micrograph,
+    strip_pick_suffix,
     write_coordinates,
 )
 from ._files import (
@@ -52,6 +53,7 @@ __all__ = [
     "read_coordinates_by_micrograph",
     "read_micrograph",
     "read_micrograph_stack",
+    "strip_pick_suffix",
     "write_coordinates",
     "write_micrograph",
 ]

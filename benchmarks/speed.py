@@ -1,0 +1,91 @@
+"""Wall time and peak memory of ``deeppicker pick`` on one large micrograph.
+
+The paper's case: a 3838 x 3710 micrograph with box 180 (TRPV1), 90 s per micrograph on a GPU.
+Runs the real command line under ``/usr/bin/time -v`` (wall clock and maximum resident set size
+of the whole process, Python and torch start-up included) and, separately, times the stages
+in-process (preprocessing, dense scoring, peak filtering).
+
+Usage::
+
+    python benchmarks/speed.py [--size 3838 3710] [--box 180] [--repeat 3] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_deeppicker.core.io import write_micrograph
+from napari_deeppicker.core.model import new_model, save_model
+from napari_deeppicker.core.picking import PickConfig, find_picks, score_prepared
+from napari_deeppicker.core.preprocess import prepare_micrograph
+from napari_deeppicker.core.synthetic import simulate_micrograph
+
+
+def stage_times(image, box, model, repeat):
+    best = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        prepared = prepare_micrograph(image, box, model.preprocess, keep_unclipped=True)
+        t1 = time.perf_counter()
+        score_map = score_prepared(model, prepared)
+        t2 = time.perf_counter()
+        find_picks(score_map, prepared, box, PickConfig(), image_shape=image.shape)
+        t3 = time.perf_counter()
+        for key, value in (("preprocess_s", t1 - t0), ("score_s", t2 - t1), ("peaks_s", t3 - t2)):
+            best[key] = min(best.get(key, np.inf), value)
+    return best
+
+
+def timed_cli(args: list[str]) -> dict:
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "napari_deeppicker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    hours = int(wall.group(1) or 0)
+    seconds = hours * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
+    return {"wall_s": seconds, "peak_rss_mb": int(rss.group(1)) / 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs=2, default=[3838, 3710], metavar=("COLS", "ROWS"))
+    parser.add_argument("--box", type=int, default=180)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    cols, rows = args.size
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        image, _ = simulate_micrograph((rows, cols), box=args.box, seed=0)
+        mic = tmp / "large.mrc"
+        write_micrograph(mic, image, 1.0)
+        model = new_model(0)
+        model_path = save_model(model, tmp / "model.safetensors")
+        stages = stage_times(image, args.box, model, args.repeat)
+        runs = [timed_cli(["pick", str(mic), "--model", str(model_path), "--box", str(args.box),
+                           "--out", str(tmp / "picks"), "--device", "cpu"]) for _ in range(args.repeat)]
+    result = {
+        "micrograph": f"{cols} x {rows}", "box": args.box, "threads": os.cpu_count(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"), "stages_best_of": args.repeat, **stages,
+        "cli_wall_s_min": min(r["wall_s"] for r in runs), "cli_wall_s_median": float(np.median([r["wall_s"] for r in runs])),
+        "cli_peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed_large.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Train the general model shipped with napari-deeppicker (``--model general``).
+
+The recipe (chosen by the leave-one-molecule-out experiments of ``benchmarks/general_lomo.py``)
+is a mixture of training sets with the paper's equal shares: every set contributes the same
+number of particles and as many background windows.
+
+- The two real molecules of ``../shared/data/real`` (beta-galactosidase, box 32, denoised look;
+  P. falciparum ribosome, box 64), one set each.
+- Simulated micrographs (``core.synthetic``), several sets: every micrograph draws a shape family
+  and a random variant of it (``shape_seed``), a box size, a diameter/box ratio, a defocus, a dose
+  and a particle density; some carry a carbon film or crystalline ice, whose windows become
+  negatives. Sets differ by box range (small 32-80 px, large 96-200 px) and by look: raw-looking
+  shot-noise images and denoised-looking 8-bit images (``denoised=True``).
+
+Particles are dark in every set as the network sees them; bright-particle data are handled at
+picking time (``--polarity``), which was better than mixing polarities in training (FINDINGS).
+
+Usage::
+
+    python scripts/train_general.py [--recipe full] [--seed 0] [--out src/.../general.safetensors]
+
+Everything is seeded: the same command on the same software gives the same model on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_deeppicker.core.io import read_coordinates_by_micrograph, read_micrograph
+from napari_deeppicker.core.preprocess import TARGET_BOX, bandpass_resample
+from napari_deeppicker.core.synthetic import SHAPES, simulate_micrograph
+from napari_deeppicker.core.training import TrainConfig, Trainer, TrainingSet
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+MODEL_OUT = ROOT / "src" / "napari_deeppicker" / "models" / "general.safetensors"
+MOLECULES = {"betagal": ("EMPIAR-10017-betagal", 32), "ribosome": ("EMPIAR-10028-ribosome", 64)}
+BOX_RANGES = {"small": (32, 80), "large": (96, 200)}
+log = logging.getLogger("train_general")
+
+
+@dataclass
+class Recipe:
+    """A training mixture and its optimisation settings.
+
+    ``synthetic`` lists the simulated sets as ``(box range, look)`` with look ``raw`` or
+    ``denoised``; ``real`` the real molecules used; ``per_set`` the particles simulated per
+    synthetic set (the equal share is the smallest set, capped by ``max_per_set``).
+    """
+
+    name: str
+    real: tuple[str, ...] = ("betagal", "ribosome")
+    synthetic: tuple[tuple[str, str], ...] = ()
+    shapes: tuple[str, ...] = SHAPES
+    per_set: int = 900
+    max_per_set: int | None = 900
+    epochs: int = 20
+    patience: int = 4
+    lr: float = 0.01
+    extras: dict = field(default_factory=dict)
+
+
+_SYN_ALL = (("small", "raw"), ("large", "raw"), ("small", "denoised"), ("large", "denoised"))
+RECIPES = {
+    "full": Recipe("full", synthetic=_SYN_ALL),
+    "no_denoised": Recipe("no_denoised", synthetic=(("small", "raw"), ("large", "raw"))),
+    "real_only": Recipe("real_only"),
+    "synthetic_only": Recipe("synthetic_only", real=(), synthetic=_SYN_ALL),
+    "full_x2": Recipe("full_x2", synthetic=_SYN_ALL + _SYN_ALL, extras={"repeat_seed_offset": 1}),
+}
+
+
+def load_real(key: str) -> tuple[dict, dict, int]:
+    """Micrographs (by stem) and expert coordinates of one real molecule, and its box."""
+    folder, box = MOLECULES[key]
+    refs = read_coordinates_by_micrograph(REAL / folder / "coords")
+    mics = sorted((REAL / folder / "micrographs").glob("*.mrc"))
+    images = {m.stem: np.asarray(read_micrograph(m).data, dtype=np.float32) for m in mics if m.stem in refs}
+    return images, refs, box
+
+
+def real_set(key: str) -> TrainingSet:
+    """One training set with every micrograph of a real molecule."""
+    images, refs, box = load_real(key)
+    names = sorted(images)
+    return TrainingSet([images[n] for n in names], [refs[n] for n in names], box, name=key)
+
+
+def micrograph_parameters(rng: np.random.Generator, box_range, look: str, shapes, k: int) -> dict:
+    """Random simulation parameters of one training micrograph (shape ``k`` of ``shapes`` in turn)."""
+    box = int(rng.integers(box_range[0], box_range[1] + 1))
+    default_n = 45 * (64 / box) ** 2
+    return {
+        "size": 1024, "shape": shapes[k % len(shapes)], "shape_seed": int(rng.integers(0, 10_000)),
+        "box": box, "diameter": float(box * rng.uniform(0.6, 0.9)),
+        "defocus_um": float(rng.uniform(0.8, 3.5)), "dose": float(rng.uniform(12.0, 60.0)),
+        "n_particles": max(3, int(round(default_n * rng.uniform(0.5, 2.0)))),
+        "carbon": bool(rng.random() < 0.25), "ice": bool(rng.random() < 0.3),
+        "denoised": look == "denoised", "seed": int(rng.integers(0, 2**31 - 1)),
+    }
+
+
+def synthetic_set(box_key: str, look: str, shapes, n_particles: int, seed: int) -> tuple[TrainingSet, list]:
+    """Simulate micrographs until they hold ``n_particles`` particles; one set per box range/look.
+
+    Returns the set and the parameters of every micrograph (recorded in the model metadata).
+    """
+    rng = np.random.default_rng(seed)
+    images, coords, params, total = [], [], [], 0
+    # Boxes differ between micrographs but a set has one box: each micrograph is resampled here
+    # as preprocessing would (box -> 64 px, Fourier cropping or padding), so the network sees
+    # exactly what picking that micrograph at its own box would give it.
+    ref_box = TARGET_BOX
+    while total < n_particles:
+        p = micrograph_parameters(rng, BOX_RANGES[box_key], look, shapes, len(images))
+        image, xy = simulate_micrograph(**p)
+        image, xy = _rescale(image, xy, ref_box / p["box"])
+        images.append(image)
+        coords.append(xy)
+        params.append(p)
+        total += len(xy)
+    name = f"synthetic-{box_key}-{look}"
+    return TrainingSet(images, coords, ref_box, name=name), params
+
+
+def _rescale(image: np.ndarray, xy, factor: float):
+    """Resample an image by ``factor`` (Fourier) and scale its coordinates to match."""
+    if abs(factor - 1.0) < 1e-6:
+        return image, xy
+    shape = (max(1, int(round(image.shape[0] * factor))), max(1, int(round(image.shape[1] * factor))))
+    out = bandpass_resample(image, shape, 0.0, 0.0) + float(image.mean())
+    xy = xy.copy()
+    xy["x"] = xy["x"] * shape[1] / image.shape[1]
+    xy["y"] = xy["y"] * shape[0] / image.shape[0]
+    return out.astype(np.float32), xy
+
+
+def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()) -> tuple[list, dict]:
+    """The training sets of a recipe, optionally without some real molecules or shapes.
+
+    Returns
+    -------
+    sets : list of TrainingSet
+    data : dict
+        A JSON-able description of the data (for the model metadata).
+    """
+    sets, data = [], {"real": [], "synthetic": []}
+    for key in recipe.real:
+        if key in exclude_real:
+            continue
+        tset = real_set(key)
+        sets.append(tset)
+        data["real"].append({"name": key, "folder": MOLECULES[key][0], "box": tset.box,
+                             "micrographs": len(tset.micrographs),
+                             "particles": int(sum(len(c) for c in tset.coordinates))})
+    shapes = tuple(s for s in recipe.shapes if s not in exclude_shapes)
+    for k, (box_key, look) in enumerate(recipe.synthetic):
+        set_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        tset, params = synthetic_set(box_key, look, shapes, recipe.per_set, set_seed)
+        tset.name = f"{tset.name}-{k}"
+        sets.append(tset)
+        data["synthetic"].append({"name": tset.name, "seed": set_seed, "box_range": BOX_RANGES[box_key],
+                                  "look": look, "shapes": list(shapes), "micrographs": len(params),
+                                  "particles": int(sum(len(c) for c in tset.coordinates))})
+    return sets, data
+
+
+def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=(), device=None):
+    """Build the mixture and train; returns the best model (its metadata describes everything)."""
+    start = time.perf_counter()
+    sets, data = build_sets(recipe, seed, exclude_real, exclude_shapes)
+    simulated = time.perf_counter() - start
+    config = TrainConfig(epochs=recipe.epochs, patience=recipe.patience, lr=recipe.lr, seed=seed,
+                         max_per_set=recipe.max_per_set, device=device)
+    trainer = Trainer(sets, config)
+    for step in trainer.run():
+        if step.message == "epoch done":
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f", step.epoch,
+                     step.train_loss, step.val_loss, step.val_accuracy)
+    model = trainer.best_model
+    import torch
+
+    model.metadata["general"] = {
+        "recipe": asdict(recipe), "seed": seed, "data": data,
+        "excluded": {"real": list(exclude_real), "shapes": list(exclude_shapes)},
+        "seconds_data": round(simulated, 1), "seconds_total": round(time.perf_counter() - start, 1),
+        "device": str(trainer.device), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python scripts/train_general.py " + " ".join(sys.argv[1:]),
+        "polarity": "particles dark (use --polarity bright or auto for bright particles)",
+    }
+    return model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=MODEL_OUT)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    from napari_deeppicker.core.model import save_model
+
+    model = train_recipe(RECIPES[args.recipe], args.seed, device=args.device)
+    save_model(model, args.out)
+    log.info("wrote %s (%.0f s)", args.out, model.metadata["general"]["seconds_total"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
