@@ -7,7 +7,8 @@ in-process (preprocessing, dense scoring, peak filtering).
 
 Usage::
 
-    python benchmarks/speed.py [--size 3838 3710] [--box 180] [--repeat 3] [--out benchmarks/results]
+    python benchmarks/speed.py [--size 3838 3710] [--box 180] [--repeat 3] [--model general]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -57,31 +58,49 @@ def timed_cli(args: list[str]) -> dict:
     return {"wall_s": seconds, "peak_rss_mb": int(rss.group(1)) / 1024}
 
 
+def large_case(workdir: Path, size=(3838, 3710), box: int = 180, repeat: int = 3,
+               model: str | None = None) -> dict:
+    """Time ``deeppicker pick`` on one simulated micrograph of ``size`` (cols, rows) with ``box``.
+
+    ``model`` is a model file or ``"general"``; None uses random weights (same network, so the
+    same cost). The micrograph is written to ``workdir/large.mrc``; returns the result dict.
+    """
+    cols, rows = size
+    image, _ = simulate_micrograph((rows, cols), box=box, seed=0)
+    mic = workdir / "large.mrc"
+    write_micrograph(mic, image, 1.0)
+    if model is None:
+        loaded = new_model(0)
+        model = str(save_model(loaded, workdir / "model.safetensors"))
+    else:
+        from napari_deeppicker.core.model import load_model
+
+        loaded = load_model(model)
+    stages = stage_times(image, box, loaded, repeat)
+    runs = [timed_cli(["pick", str(mic), "--model", str(model), "--box", str(box),
+                       "--out", str(workdir / "picks"), "--device", "cpu"]) for _ in range(repeat)]
+    return {
+        "micrograph": f"{cols} x {rows}", "box": box, "model": model, "threads": os.cpu_count(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"), "load_average": [round(v, 2) for v in os.getloadavg()],
+        "stages_best_of": repeat, **stages, "cli_runs": runs,
+        "cli_wall_s_min": min(r["wall_s"] for r in runs),
+        "cli_wall_s_median": float(np.median([r["wall_s"] for r in runs])),
+        "cli_peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=2, default=[3838, 3710], metavar=("COLS", "ROWS"))
     parser.add_argument("--box", type=int, default=180)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", default=None,
+                        help="model file or 'general' (default: random weights, same cost)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    cols, rows = args.size
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        image, _ = simulate_micrograph((rows, cols), box=args.box, seed=0)
-        mic = tmp / "large.mrc"
-        write_micrograph(mic, image, 1.0)
-        model = new_model(0)
-        model_path = save_model(model, tmp / "model.safetensors")
-        stages = stage_times(image, args.box, model, args.repeat)
-        runs = [timed_cli(["pick", str(mic), "--model", str(model_path), "--box", str(args.box),
-                           "--out", str(tmp / "picks"), "--device", "cpu"]) for _ in range(args.repeat)]
-    result = {
-        "micrograph": f"{cols} x {rows}", "box": args.box, "threads": os.cpu_count(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"), "stages_best_of": args.repeat, **stages,
-        "cli_wall_s_min": min(r["wall_s"] for r in runs), "cli_wall_s_median": float(np.median([r["wall_s"] for r in runs])),
-        "cli_peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
-    }
+        result = large_case(Path(tmp), tuple(args.size), args.box, args.repeat, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed_large.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -144,7 +144,25 @@ def _rescale(image: np.ndarray, xy, factor: float):
     return out.astype(np.float32), xy
 
 
-def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()) -> tuple[list, dict]:
+def _cached_synthetic_set(box_key, look, shapes, n_particles, seed, cache: Path | None):
+    """:func:`synthetic_set`, kept as a pickle in ``cache`` (a deterministic function of its args)."""
+    if cache is None:
+        return synthetic_set(box_key, look, shapes, n_particles, seed)
+    import pickle
+
+    path = Path(cache) / f"{box_key}-{look}-{'_'.join(shapes)}-{n_particles}-{seed}.pkl"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    result = synthetic_set(box_key, look, shapes, n_particles, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(result, fh)
+    return result
+
+
+def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=(),
+               cache: Path | None = None) -> tuple[list, dict]:
     """The training sets of a recipe, optionally without some real molecules or shapes.
 
     Returns
@@ -165,19 +183,20 @@ def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()
     shapes = tuple(s for s in recipe.shapes if s not in exclude_shapes)
     for k, (box_key, look) in enumerate(recipe.synthetic):
         set_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-        tset, params = synthetic_set(box_key, look, shapes, recipe.per_set, set_seed)
+        tset, params = _cached_synthetic_set(box_key, look, shapes, recipe.per_set, set_seed, cache)
         tset.name = f"{tset.name}-{k}"
         sets.append(tset)
-        data["synthetic"].append({"name": tset.name, "seed": set_seed, "box_range": BOX_RANGES[box_key],
+        data["synthetic"].append({"name": tset.name, "seed": set_seed, "box_range": list(BOX_RANGES[box_key]),
                                   "look": look, "shapes": list(shapes), "micrographs": len(params),
                                   "particles": int(sum(len(c) for c in tset.coordinates))})
     return sets, data
 
 
-def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=(), device=None):
+def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=(), device=None,
+                 cache: Path | None = None):
     """Build the mixture and train; returns the best model (its metadata describes everything)."""
     start = time.perf_counter()
-    sets, data = build_sets(recipe, seed, exclude_real, exclude_shapes)
+    sets, data = build_sets(recipe, seed, exclude_real, exclude_shapes, cache)
     simulated = time.perf_counter() - start
     config = TrainConfig(epochs=recipe.epochs, patience=recipe.patience, lr=recipe.lr, seed=seed,
                          max_per_set=recipe.max_per_set, device=device)

@@ -180,13 +180,15 @@ def self_train(model, paths: Sequence[Path], box: int, config, args, device):
 
 def cmd_pick(args) -> int:
     """Pick particles (``deeppicker pick``); returns the exit code."""
+    from napari_deeppicker._cli_batch import pick_records
     from napari_deeppicker.core._files import file_stem
-    from napari_deeppicker.core.io import list_micrographs
+    from napari_deeppicker.core.batch import resolve_inputs
     from napari_deeppicker.core.model import load_model, save_model
     from napari_deeppicker.core.picking import PickConfig
 
     started = time.perf_counter()
-    paths = list_micrographs(args.inputs)
+    items = resolve_inputs(args.inputs)
+    paths = [item.path for item in items]
     stems: dict[str, Path] = {}
     for path in paths:
         other = stems.setdefault(file_stem(path), path)
@@ -222,8 +224,12 @@ def cmd_pick(args) -> int:
     records: list[dict] = []
     interrupted = False
     try:
-        for record in pick_files(model, paths, args.box, config, outdir, fmt=args.format,
-                                 scores=args.scores, device=device, picks=picks):
+        if picks is None:  # whole datasets: streaming, resumable, optionally on a Dask cluster
+            records_in = pick_records(args, model, items, config, device, outdir, summary)
+        else:
+            records_in = pick_files(model, paths, args.box, config, outdir, fmt=args.format,
+                                    scores=args.scores, device=device, picks=picks)
+        for record in records_in:
             records.append(record)
     except KeyboardInterrupt:
         interrupted = True

@@ -32,6 +32,8 @@ COMMANDS = {
     "pick": "napari_deeppicker._cli_pick:cmd_pick",
     "evaluate": "napari_deeppicker._cli_data:cmd_evaluate",
     "demo": "napari_deeppicker._cli_demo:cmd_demo",
+    "watch": "napari_deeppicker._cli_batch:cmd_watch",
+    "relion-external": "napari_deeppicker._cli_relion:cmd_relion",
 }
 _DEVICE_HELP = "compute device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 
@@ -168,7 +170,8 @@ def _add_pick(sub, common) -> None:
                      "score) and DIR/pick_summary.json. Each file is written atomically as soon "
                      "as its micrograph is done; Ctrl-C keeps them.").add_argument
     add("inputs", nargs="+", metavar="MRC_OR_DIR",
-        help="micrograph files, folders of *.mrc files or quoted glob patterns")
+        help="micrograph files, folders of *.mrc files, quoted glob patterns, RELION STAR files "
+             "with _rlnMicrographName (micrographs_ctf.star) or text files listing micrographs")
     add("--model", required=True, metavar="MODEL",
         help="model file, or 'general' for the model shipped with the package")
     add("--box", required=True, type=POSITIVE_INT, metavar="PX",
@@ -199,6 +202,27 @@ def _add_pick(sub, common) -> None:
     add("--save-model", metavar="FILE", help="save the self-trained model to FILE")
     add("--seed", type=int, default=0, metavar="SEED", help="random seed of self-training")
     add("--device", default="auto", metavar="D", help=_DEVICE_HELP)
+    from napari_deeppicker._cli_batch import add_batch_arguments
+
+    add_batch_arguments(add)
+
+
+def _add_watch(sub, common) -> None:
+    from napari_deeppicker._cli_batch import add_watch_arguments
+
+    add_watch_arguments(_subparser(
+        sub, common, "watch", "pick micrographs as they appear in a folder (live mode)",
+        "Poll DIR and pick each new micrograph once it is completely written (its size stayed "
+        "the same for --interval seconds and its MRC header is complete). Writes the same files "
+        "as pick and updates the combined STAR files after each micrograph. A micrograph whose "
+        "coordinates file exists is never picked again, across restarts. Stop with Ctrl-C, "
+        "--timeout or --once.").add_argument)
+
+
+def _add_relion(sub, common) -> None:
+    from napari_deeppicker._cli_relion import add_relion_parser
+
+    add_relion_parser(sub)
 
 
 def _add_evaluate(sub, common) -> None:
@@ -250,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="show progress notes (-v) and debugging messages (-vv)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_simulate, _add_train, _add_pick, _add_evaluate, _add_demo):
+    for add in (_add_simulate, _add_train, _add_pick, _add_evaluate, _add_demo, _add_watch,
+                _add_relion):
         add(sub, common)
     return parser
 

@@ -123,6 +123,19 @@ def test_folder_in_the_viewer_reads_only_shown_slices(dots_folder, monkeypatch, 
     assert str(folder / "mic_c.mrc") not in reads.paths
 
 
+def test_folder_without_header_statistics_takes_contrast_from_the_first_file(
+    dots_folder, monkeypatch
+):
+    folder, images = dots_folder
+    for path in sorted(folder.iterdir()):
+        with mrcfile.open(path, mode="r+") as mrc:
+            mrc.header.dmin, mrc.header.dmax, mrc.header.rms = 0.0, -1.0, -1.0
+    reads = _ReadCounter(monkeypatch)
+    _, kwargs, _ = _only(_reader.read_micrographs(str(folder)))
+    assert reads.paths == [str(folder / "mic_a.mrc")]
+    assert kwargs["contrast_limits"] == _reader.robust_contrast_limits(images[0])
+
+
 def test_folder_of_different_sizes_says_so(tmp_path):
     for stem, shape in (("a", (60, 80)), ("b", (60, 80)), ("c", (64, 64))):
         image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)

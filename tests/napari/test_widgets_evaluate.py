@@ -60,7 +60,8 @@ def test_evaluate_against_reference_layer(qtbot, evaluate):
     run(qtbot, widget)
     o = widget.report.overall
     assert (o["tp"], o["fp"], o["fn"]) == (12, 3, len(truth) - 12)
-    assert o["precision"] == pytest.approx(12 / 15) and o["recall"] == pytest.approx(12 / len(truth))
+    assert o["precision"] == pytest.approx(12 / 15)
+    assert o["recall"] == pytest.approx(12 / len(truth))
     assert o["centre_error"] == pytest.approx(np.hypot(3, 3) / BOX)
     layer = viewer.layers["mic picks"]
     assert list(layer.features["match"]) == ["TP"] * 12 + ["FP"] * 3
@@ -106,9 +107,11 @@ def test_stack_is_evaluated_per_slice(qtbot, make_napari_viewer):
     truth = pd.concat([t1.assign(slice=0), t2.assign(slice=1)], ignore_index=True)
     image = viewer.layers["st"]
     for df, name in ((picks, "st picks"), (truth, "st reference")):
-        _layers.update_or_add(viewer, _layers.points_layer_data(df, name=name, box=BOX, image_layer=image))
+        data = _layers.points_layer_data(df, name=name, box=BOX, image_layer=image)
+        _layers.update_or_add(viewer, data)
     widget = EvaluateWidget(viewer)
-    widget.picks.value, widget.reference.value = viewer.layers["st picks"], viewer.layers["st reference"]
+    widget.picks.value = viewer.layers["st picks"]
+    widget.reference.value = viewer.layers["st reference"]
     run(qtbot, widget)
     assert list(widget.report.per_micrograph["tp"]) == [12, 5]
     missed = viewer.layers["st missed"]

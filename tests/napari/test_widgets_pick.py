@@ -9,7 +9,8 @@ from qtpy.QtCore import QTimer
 from napari_deeppicker._widgets import _base
 from napari_deeppicker._widgets._base import MODELS
 from napari_deeppicker._widgets._parameters import FROM_FILE, GENERAL_MISSING, model_choices
-from napari_deeppicker._widgets.pick import PREVIEW, PickWidget
+from napari_deeppicker._widgets._preview import PREVIEW
+from napari_deeppicker._widgets.pick import PickWidget
 from tests.napari._widget_data import BOX, micrograph, stack, tiny_model
 
 TIMEOUT = 60_000
@@ -71,6 +72,7 @@ def test_threshold_slider_changes_shown_only(qtbot, pick):
         widget.threshold.value = t
         assert len(layer.data) == n
         np.testing.assert_array_equal(layer.shown, scores >= t)
+        np.testing.assert_array_equal(layer.border_width > 0, scores >= t)
 
 
 def test_repick_keeps_manual_points_and_deletions(qtbot, pick):
@@ -115,6 +117,7 @@ def test_retrain_from_edits(qtbot, pick):
     manual = layer.data[layer.features["source"].to_numpy() == "manual"]
     np.testing.assert_allclose(manual, [[truth["y"].iloc[0], truth["x"].iloc[0]]])
     assert 0 < widget.last_retrain_seconds < 60
+    layer.remove([0])  # no stale selection left from the points added before the update
     assert "retrained and re-picked" in widget.status.value
 
 

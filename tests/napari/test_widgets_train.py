@@ -77,7 +77,8 @@ def test_modes_group_sets_by_molecule(qtbot, train):
     widget.epochs.value = 1
     widget.model_name.value = "automated"
     run(qtbot, widget)
-    assert [s["micrographs"] for s in MODELS.get("automated").metadata["training"]["sets"]] == [1, 1]
+    sets = MODELS.get("automated").metadata["training"]["sets"]
+    assert [s["micrographs"] for s in sets] == [1, 1]
     widget.mode.value = MODES[1]
     widget.model_name.value = "semi"
     run(qtbot, widget)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QSizePolicy
 
 from napari_deeppicker.core.errors import DeepPickerError
 
@@ -97,6 +99,22 @@ def device_text(name: str) -> str:
         return str(exc)
 
 
+def text_label(value: str = "", label: str = "") -> Label:
+    """A left-aligned, word-wrapped label that takes the row's width (status lines, results)."""
+    widget = Label(value=value, label=label)
+    widget.native.setWordWrap(True)
+    widget.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    return widget
+
+
+def row(*widgets, label: str = "") -> Container:
+    """Widgets side by side, as one labelled row of the dock."""
+    container = Container(widgets=widgets, layout="horizontal", labels=False, label=label)
+    container.margins = (0, 0, 0, 0)
+    return container
+
+
 def _disconnect_all(connections: list) -> None:
     """Undo ``(signal, callback)`` connections to objects that outlive a dock (viewer, registry)."""
     while connections:
@@ -120,6 +138,7 @@ class DockWidget(Container):
 
     def __init__(self, viewer, run_text: str = "Run") -> None:
         super().__init__(labels=True)
+        self.native.setMinimumWidth(360)
         self.viewer = viewer
         self._worker = None
         self._gen = None
@@ -127,7 +146,7 @@ class DockWidget(Container):
         self.run_button = PushButton(text=run_text)
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="", label="status")
+        self.status = text_label(label="status")
         self.run_button.changed.connect(self._on_run_clicked)
         self.stop_button.changed.connect(self._on_stop_clicked)
         self.native_parent_changed.connect(self._on_parent_changed)
@@ -146,10 +165,7 @@ class DockWidget(Container):
 
     def _controls(self) -> list:
         """Run/Stop row, progress and status, for the subclass to place in its layout."""
-        buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
-                            labels=False)
-        buttons.margins = (0, 0, 0, 0)
-        return [buttons, self.progress, self.status]
+        return [row(self.run_button, self.stop_button), self.progress, self.status]
 
     @property
     def running(self) -> bool:
@@ -223,6 +239,7 @@ class DockWidget(Container):
         if isinstance(value, Failure):
             self._report(value.exc)
         else:
+            self.progress.value = self.progress.max
             self._call("return", value)
 
     def _on_worker_aborted(self) -> None:

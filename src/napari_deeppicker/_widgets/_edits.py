@@ -34,7 +34,7 @@ def _slice_of(df: pd.DataFrame) -> np.ndarray:
 
 
 def near(points: pd.DataFrame, others: pd.DataFrame, distance: float) -> np.ndarray:
-    """Mask of ``points`` rows lying within ``distance`` of a row of ``others`` on the same slice."""
+    """Mask of the ``points`` rows within ``distance`` of an ``others`` row on the same slice."""
     mask = np.zeros(len(points), dtype=bool)
     if len(points) == 0 or len(others) == 0:
         return mask
@@ -169,7 +169,8 @@ class EditTracker:
         """
         self.deleted = self.current_deleted(current)
         self.box = box
-        self.model_picks = model_picks.drop(columns="source", errors="ignore").reset_index(drop=True)
+        model_picks = model_picks.drop(columns="source", errors="ignore")
+        self.model_picks = model_picks.reset_index(drop=True)
 
 
 @dataclass
@@ -193,7 +194,8 @@ class RetrainParameters:
         if self.image is None or self.layer is None or self.tracker is None or self.model is None:
             return "Pick this image first, edit its picks, then retrain from the edits."
         if not np.any(np.asarray(self.layer.shown, bool)):
-            return f"{self.layer.name}: no picks to train on (all deleted or hidden by the threshold)."
+            return (f"{self.layer.name}: no picks to train on "
+                    "(all deleted or hidden by the threshold).")
         return None
 
     def slices(self) -> list[int] | None:

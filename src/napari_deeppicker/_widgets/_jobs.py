@@ -82,8 +82,8 @@ def pick_images(model, images: dict, box: float, config, device: str) -> Generat
     total = len(images)
     for done, (index, image) in enumerate(images.items(), start=1):
         with torch.inference_mode():
-            picks, score_map = pick_micrograph(model, np.asarray(image, dtype=np.float32), box, config,
-                                               device=model.device)
+            image = np.asarray(image, dtype=np.float32)
+            picks, score_map = pick_micrograph(model, image, box, config, device=model.device)
         yield PickStep(index, done, total, picks, score_map, str(model.device))
     return model
 
@@ -127,7 +127,11 @@ def retrain_and_pick(model, images: dict, positives: dict, negatives: dict, avoi
 
 def _folder_set(spec: SetSpec):
     """A TrainingSet from a micrographs folder and a coordinates folder (or file), by stem."""
-    from napari_deeppicker.core.io import file_stem, list_micrographs, read_coordinates_by_micrograph
+    from napari_deeppicker.core.io import (
+        file_stem,
+        list_micrographs,
+        read_coordinates_by_micrograph,
+    )
     from napari_deeppicker.core.training import TrainingSet
 
     micrographs = list_micrographs(spec.micrographs_dir)

@@ -1,4 +1,4 @@
-"""Dataclasses between dock values and core arguments: ``validation_error`` and ``as_core_arguments``."""
+"""Dataclasses between the docks' values and core arguments (validation, conversion)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class PickParameters:
             return "Choose an image layer to pick."
         shape = np.shape(image_data(self.image))
         if self.image.rgb or len(shape) not in (2, 3):
-            return f"{self.image.name}: a 2D micrograph or a stack of micrographs is needed, got {shape}"
+            return (f"{self.image.name}: a 2D micrograph or a stack of micrographs is needed, "
+                    f"got shape {shape}")
         if self.box > min(shape[-2:]):
             return (f"{self.image.name}: box of {self.box} px is larger than the image "
                     f"({shape[-1]} x {shape[-2]} px)")
@@ -129,7 +130,7 @@ class TrainParameters:
 
 @dataclass
 class EvaluateParameters:
-    """Evaluate dock values -> arguments of :func:`~napari_deeppicker._widgets._jobs.evaluate_picks`."""
+    """Evaluate dock values -> arguments of ``_jobs.evaluate_picks``."""
 
     picks: object
     reference: object
@@ -159,7 +160,8 @@ class EvaluateParameters:
         picks = coordinates_from_points(self.picks)
         reference = None
         if self.reference is not None:
-            reference = coordinates_from_points(self.reference)[np.asarray(self.reference.shown, bool)]
+            shown = np.asarray(self.reference.shown, bool)
+            reference = coordinates_from_points(self.reference)[shown]
         return {"picks": picks, "shown": np.asarray(self.picks.shown, bool), "reference": reference,
                 "reference_file": None if reference is not None else Path(self.reference_file),
                 "micrographs": deeppicker_metadata(self.picks).get("micrographs"),

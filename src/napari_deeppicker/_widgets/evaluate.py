@@ -14,12 +14,12 @@ import logging
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import FileEdit, FloatSpinBox, Label, SpinBox, create_widget
+from magicgui.widgets import FileEdit, FloatSpinBox, SpinBox, create_widget
 from napari.utils.notifications import show_info
 
 from napari_deeppicker import _layers
 from napari_deeppicker._widgets import _jobs
-from napari_deeppicker._widgets._base import DockWidget
+from napari_deeppicker._widgets._base import DockWidget, text_label
 from napari_deeppicker._widgets._parameters import EvaluateParameters
 from napari_deeppicker._widgets._plot import PlotCanvas
 
@@ -36,8 +36,9 @@ def _fmt(value: float, digits: int = 3) -> str:
 def results_html(report, box: float) -> str:
     """A small HTML table of the headline numbers of an evaluation report."""
     o = report.overall
-    rows = [("precision", _fmt(o["precision"])), ("recall", _fmt(o["recall"])), ("F1", _fmt(o["f1"])),
-            ("centre error", f"{_fmt(o['centre_error'])} box ({_fmt(o['centre_error'] * box, 1)} px)"),
+    error = f"{_fmt(o['centre_error'])} box ({_fmt(o['centre_error'] * box, 1)} px)"
+    rows = [("precision", _fmt(o["precision"])), ("recall", _fmt(o["recall"])),
+            ("F1", _fmt(o["f1"])), ("centre error", error),
             ("TP / FP / FN", f"{o['tp']} / {o['fp']} / {o['fn']}"),
             ("picks / reference", f"{o['n_picks']} / {o['n_reference']}")]
     cells = "".join(f"<tr><td>{k}&nbsp;&nbsp;</td><td><b>{v}</b></td></tr>" for k, v in rows)
@@ -62,7 +63,7 @@ class EvaluateWidget(DockWidget):
                                        filter="*.star *.box *.csv *.txt *.tsv")
         self.box = SpinBox(value=64, min=2, max=4096, label="box (px)")
         self.radius = FloatSpinBox(value=0.2, min=0.01, max=1.0, step=0.05, label="radius (x box)")
-        self.results = Label(value="", label="results")
+        self.results = text_label(label="results")
         self.plot = PlotCanvas(viewer, height=220)
         self.extend([self.picks, self.reference, self.reference_file, self.box, self.radius,
                      *self._controls(), self.results, self.plot])
@@ -78,8 +79,8 @@ class EvaluateWidget(DockWidget):
             self.box.value = int(round(box))
 
     def _on_run_clicked(self) -> None:
-        params = EvaluateParameters(self.picks.value, self.reference.value, self.reference_file.value,
-                                    self.box.value, self.radius.value)
+        params = EvaluateParameters(self.picks.value, self.reference.value,
+                                    self.reference_file.value, self.box.value, self.radius.value)
         error = params.validation_error()
         if error:
             self._fail(error)
@@ -130,8 +131,9 @@ class EvaluateWidget(DockWidget):
             {"x": [], "y": [], **({"slice": pd.Series(dtype=int)} if result.stack else {})})
         image = layer.name.removesuffix(" picks")
         source = self.viewer.layers[image] if image in self.viewer.layers else layer
-        data, kwargs, kind = _layers.points_layer_data(missed, name=f"{image} missed", box=result.report.box,
-                                                       image_layer=source, source="reference")
+        data, kwargs, kind = _layers.points_layer_data(
+            missed, name=f"{image} missed", box=result.report.box, image_layer=source,
+            source="reference")
         kwargs.update(border_color=MISSED_COLOUR, symbol="square")
         _layers.update_or_add(self.viewer, (data, kwargs, kind))
 

@@ -16,12 +16,19 @@ from pathlib import Path
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, PushButton, SpinBox, create_widget
 from napari.utils.notifications import show_info
 
 from napari_deeppicker import _layers
 from napari_deeppicker._widgets import _jobs
-from napari_deeppicker._widgets._base import DEVICES, MODELS, DockWidget, device_text
+from napari_deeppicker._widgets._base import (
+    DEVICES,
+    MODELS,
+    DockWidget,
+    device_text,
+    row,
+    text_label,
+)
 from napari_deeppicker._widgets._edits import (
     EditTracker,
     RetrainParameters,
@@ -30,13 +37,11 @@ from napari_deeppicker._widgets._edits import (
     merge_picks,
 )
 from napari_deeppicker._widgets._parameters import BATCHES, FROM_FILE, PickParameters, model_choices
+from napari_deeppicker._widgets._preview import remove_box_preview, show_box_preview
 from napari_deeppicker.core.picking import ScoreMap
 from napari_deeppicker.core.training import TrainProgress
 
 log = logging.getLogger(__name__)
-
-PREVIEW = "box preview"
-
 
 @dataclass
 class _Job:
@@ -66,15 +71,15 @@ class PickWidget(DockWidget):
         self.box = SpinBox(value=64, min=8, max=4096, step=2, label="box (px)")
         self.threshold = FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, label="threshold")
         self.device = ComboBox(choices=DEVICES, value="auto", label="device")
-        self.device_label = Label(value=device_text("auto"), label="")
+        self.device_label = text_label(device_text("auto"))
         self.epochs = SpinBox(value=3, min=1, max=50, label="retrain epochs")
         self.retrain_button = PushButton(text="Retrain from edits")
-        help_text = Label(value="Edit the picks with the points tools (added points are manual, "
-                                "deleted picks become negatives), then:", label="edits")
-        help_text.native.setWordWrap(True)
+        help_text = text_label("<b>Edit and retrain</b>: edit the picks with the points tools "
+                               "(added points are manual, deleted picks become negatives), then "
+                               "retrain the model on the edits and pick again.")
         self.extend([self.image, self.batch, self.model, self.model_file, self.box, self.threshold,
-                     self.device, self.device_label, *self._controls(), help_text, self.epochs,
-                     self.retrain_button])
+                     row(self.device, self.device_label, label="device"), *self._controls(),
+                     help_text, self.epochs, self.retrain_button])
         self._busy_widgets.append(self.retrain_button)
         self._model = None
         self._job: _Job | None = None
@@ -102,7 +107,7 @@ class PickWidget(DockWidget):
         self.device_label.value = device_text(name)
 
     def _on_box_changed(self, box: int) -> None:
-        self._show_preview()
+        show_box_preview(self.viewer, self.image.value, self.box.value)
 
     def _on_threshold_changed(self, value: float) -> None:
         layer = self._picks_layer(self.image.value)
@@ -111,7 +116,11 @@ class PickWidget(DockWidget):
 
     def _apply_threshold(self, layer) -> None:
         score = layer.features["score"].to_numpy(float)
-        layer.shown = ~(score < self.threshold.value)  # manual points (NaN score) stay shown
+        shown = ~(score < self.threshold.value)  # manual points (NaN score) stay shown
+        layer.shown = shown
+        # napari 0.9 draws every point of a layer without sliced dims whatever `shown` says;
+        # a zero border on the transparent face hides them there too.
+        layer.border_width = np.where(shown, _layers._BORDER_WIDTH, 0.0)
         layer.metadata.setdefault(_layers.METADATA_KEY, {})["threshold"] = self.threshold.value
 
     def _picks_layer(self, image):
@@ -133,30 +142,6 @@ class PickWidget(DockWidget):
         image = self.image.value
         return PickParameters(image, self.model.value, self.model_file.value, self.box.value,
                               self.threshold.value, self.device.value, self._slices(image))
-
-    # -- box preview ----------------------------------------------------------------------------
-    def _show_preview(self) -> None:
-        image = self.image.value
-        scale = np.asarray(image.scale[-2:]) if image is not None else np.ones(2)
-        translate = np.asarray(image.translate[-2:]) if image is not None else np.zeros(2)
-        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
-        centre = (np.asarray(camera.center[-2:]) - translate) / scale
-        if PREVIEW in self.viewer.layers:
-            layer = self.viewer.layers[PREVIEW]
-            layer.scale, layer.translate = scale, translate
-            layer.data = centre[None]
-            layer.size = self.box.value
-            return
-        active = self.viewer.layers.selection.active
-        self.viewer.add_points(centre[None], name=PREVIEW, size=self.box.value, scale=scale,
-                               translate=translate, face_color="transparent", border_color="yellow",
-                               border_width=0.05, border_width_is_relative=True)
-        if active is not None:
-            self.viewer.layers.selection.active = active
-
-    def _remove_preview(self) -> None:
-        if PREVIEW in self.viewer.layers:
-            self.viewer.layers.remove(PREVIEW)
 
     # -- picking --------------------------------------------------------------------------------
     def _on_run_clicked(self) -> None:
@@ -193,7 +178,8 @@ class PickWidget(DockWidget):
     def _on_stopped(self) -> None:
         if self._job is not None and self._job.steps:
             n = self._show_results()
-            self.status.value = f"stopped: {len(self._job.steps)} micrograph(s) picked, {n} picks shown"
+            done = len(self._job.steps)
+            self.status.value = f"stopped: {done} micrograph(s) picked, {n} picks shown"
 
     def _show_results(self) -> int:
         """Build or update the picks and scores layers from the job's steps; picks shown."""
@@ -209,17 +195,20 @@ class PickWidget(DockWidget):
         if tracker is not None and tracker.layer is not layer:  # the user removed the layer
             tracker.detach()
             tracker = None
-        current = _layers.coordinates_from_points(layer) if layer is not None else empty_picks(stack)
+        current = empty_picks(stack) if layer is None else _layers.coordinates_from_points(layer)
         deleted = tracker.current_deleted(current) if tracker else empty_picks(stack)
         merged = merge_picks(current, new, slices, deleted, job.box)
         meta = {"threshold": self.threshold.value, "model": self._model_label()}
         micrographs = _layers.deeppicker_metadata(image).get("micrographs")
         if micrographs:
             meta["micrographs"] = list(micrographs)
-        data = _layers.points_layer_data(merged, name=f"{name} picks", box=job.box, image_layer=image,
-                                         metadata=meta)
-        if layer is not None and layer.border_color_mode != "colormap":
-            layer.border_color = "white"  # coloured by match after an evaluation: back via direct
+        data = _layers.points_layer_data(merged, name=f"{name} picks", box=job.box,
+                                         image_layer=image, metadata=meta)
+        if layer is not None:
+            layer.selected_data = set()  # indices of the old points would outlive them
+            if layer.border_color_mode != "colormap":
+                # coloured by match after an evaluation: back to colormap via direct colours
+                layer.border_color = "white"
         with tracker.updating() if tracker else contextlib.nullcontext():
             layer = _layers.update_or_add(self.viewer, data)
         if tracker is None:
@@ -227,7 +216,7 @@ class PickWidget(DockWidget):
         tracker.attach(layer)
         tracker.record(current, merged[merged["source"] == "model"], job.box)
         self._apply_threshold(layer)
-        self._remove_preview()
+        remove_box_preview(self.viewer)
         return int(np.count_nonzero(layer.shown))
 
     def _update_scores(self, image, steps, stack: bool) -> None:
@@ -235,9 +224,10 @@ class PickWidget(DockWidget):
             return
         maps = self._maps.setdefault(image.name, {})
         ref = steps[-1].score_map
-        for key in [k for k, m in maps.items() if m.data.shape != ref.data.shape
-                    or not np.allclose(m.origin, ref.origin) or not np.allclose(m.spacing, ref.spacing)]:
-            del maps[key]
+        for key, old in list(maps.items()):
+            if old.data.shape != ref.data.shape or not (np.allclose(old.origin, ref.origin)
+                                                        and np.allclose(old.spacing, ref.spacing)):
+                del maps[key]
         maps.update({s.index: s.score_map for s in steps})
         if stack:
             blank = ScoreMap(np.zeros_like(ref.data), ref.origin, ref.spacing)
@@ -245,7 +235,8 @@ class PickWidget(DockWidget):
             score_map = [maps.get(k, blank) for k in range(n)]
         else:
             score_map = ref
-        data = _layers.score_map_layer_data(score_map, name=f"{image.name} scores", image_layer=image)
+        data = _layers.score_map_layer_data(score_map, name=f"{image.name} scores",
+                                            image_layer=image)
         if data[1]["name"] not in self.viewer.layers and self._picks_layer(image) is not None:
             layer = _layers.update_or_add(self.viewer, data)
             self.viewer.layers.move(self.viewer.layers.index(layer),
@@ -271,8 +262,9 @@ class PickWidget(DockWidget):
         args = params.as_core_arguments()
         self._job = _Job(image, params.tracker.box, params.slices(), "retrain", started)
         n_pos, n_neg = (sum(len(df) for df in args[k].values()) for k in ("positives", "negatives"))
-        self._start(_jobs.retrain_and_pick(**args), on_yield=self._on_step, on_return=self._on_retrained,
-                    total=1000, text=f"retraining on {n_pos} picks, {n_neg} deleted...")
+        self._start(_jobs.retrain_and_pick(**args), on_yield=self._on_step,
+                    on_return=self._on_retrained, total=1000,
+                    text=f"retraining on {n_pos} picks, {n_neg} deleted...")
 
     def _on_retrained(self, model) -> None:
         name = MODELS.add(f"{self._job.image.name} retrained", model)
@@ -282,11 +274,12 @@ class PickWidget(DockWidget):
         n = self._show_results()
         self.last_retrain_seconds = time.perf_counter() - self._job.started
         log.info("retrain from edits: %.2f s from click to new picks", self.last_retrain_seconds)
-        self.status.value = f"retrained and re-picked in {self.last_retrain_seconds:.1f} s: {n} picks"
+        seconds = self.last_retrain_seconds
+        self.status.value = f"retrained and re-picked in {seconds:.1f} s: {n} picks"
         show_info(f"napari-deeppicker: model '{name}' retrained, {n} picks")
 
     def _on_close(self) -> None:
         super()._on_close()
         for tracker in self._trackers.values():
             tracker.detach()
-        self._remove_preview()
+        remove_box_preview(self.viewer)

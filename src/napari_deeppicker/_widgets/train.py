@@ -13,9 +13,7 @@ import napari
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
-    Label,
     LineEdit,
     PushButton,
     RadioButtons,
@@ -27,7 +25,14 @@ from napari.utils.notifications import show_info
 
 from napari_deeppicker import _layers
 from napari_deeppicker._widgets import _jobs
-from napari_deeppicker._widgets._base import DEVICES, MODELS, DockWidget, device_text
+from napari_deeppicker._widgets._base import (
+    DEVICES,
+    MODELS,
+    DockWidget,
+    device_text,
+    row,
+    text_label,
+)
 from napari_deeppicker._widgets._edits import image_data
 from napari_deeppicker._widgets._parameters import MODES, NEW_NETWORK, TrainParameters, init_choices
 from napari_deeppicker._widgets._plot import PlotCanvas
@@ -74,18 +79,16 @@ class TrainWidget(DockWidget):
         self.init = ComboBox(choices=init_choices, value=NEW_NETWORK, label="start from")
         self.epochs = SpinBox(value=10, min=1, max=500, label="epochs")
         self.device = ComboBox(choices=DEVICES, value="auto", label="device")
-        self.device_label = Label(value=device_text("auto"), label="")
+        self.device_label = text_label(device_text("auto"))
         self.model_name = LineEdit(value="my model", label="model name")
         self.plot = PlotCanvas(viewer, height=200)
         self.save_path = FileEdit(mode="w", filter="*.safetensors", label="save to")
         self.save_button = PushButton(text="Save model")
-        add_row = Container(widgets=[self.add_pair_button, self.add_folders_button], layout="horizontal",
-                            labels=False)
-        add_row.margins = (0, 0, 0, 0)
         self.extend([self.image, self.points, self.micrographs_dir, self.coordinates_dir, self.box,
-                     add_row, self.sets, self.remove_button, self.mode, self.init, self.epochs,
-                     self.device, self.device_label, self.model_name, *self._controls(), self.plot,
-                     self.save_path, self.save_button])
+                     row(self.add_pair_button, self.add_folders_button), self.sets,
+                     self.remove_button, self.mode, self.init, self.epochs,
+                     row(self.device, self.device_label, label="device"), self.model_name,
+                     *self._controls(), self.plot, self.save_path, self.save_button])
         self._busy_widgets += [self.add_pair_button, self.add_folders_button, self.remove_button,
                                self.save_button]
         self._entries: dict[str, tuple] = {}
@@ -132,7 +135,8 @@ class TrainWidget(DockWidget):
         specs = []
         for label, (kind, first, second, box) in self._entries.items():
             if kind == "folders":
-                specs.append(_jobs.SetSpec(label, box, micrographs_dir=first, coordinates_dir=second))
+                specs.append(_jobs.SetSpec(label, box, micrographs_dir=first,
+                                           coordinates_dir=second))
                 continue
             missing = [layer.name for layer in (first, second) if layer not in self.viewer.layers]
             if missing:
@@ -179,7 +183,8 @@ class TrainWidget(DockWidget):
         if history:
             epochs = [h.epoch for h in history]
             plot.axes.plot(epochs, [h.train_loss for h in history], "o-", ms=3, label="train loss")
-            plot.axes.plot(epochs, [h.val_loss for h in history], "o-", ms=3, label="validation loss")
+            plot.axes.plot(epochs, [h.val_loss for h in history], "o-", ms=3,
+                           label="validation loss")
             best = history[-1].best_epoch
             accuracy = next((h.val_accuracy for h in history if h.epoch == best), float("nan"))
             plot.axes.axvline(best, color="grey", ls="--", lw=0.8,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_deeppicker import __version__
+from napari_deeppicker.core._files import atomic_path
 from napari_deeppicker.core.errors import ModelFileError
 from napari_deeppicker.core.preprocess import TARGET_BOX, PreprocessConfig
 
@@ -171,14 +171,8 @@ def save_model(model: PickerModel, path: str | os.PathLike) -> Path:
     )
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"deeppicker": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"deeppicker": json.dumps(meta)})
     return path
 
 

@@ -234,7 +234,10 @@ def find_picks(score_map: ScoreMap, prepared: PreparedImage, box: float, config:
     # would otherwise place centres arbitrarily; the score reported is the unsmoothed one.
     ii, jj = _peaks(ndimage.gaussian_filter(scores, 1.0, mode="nearest"), 1e-3)
     raw_max = ndimage.maximum_filter(scores, size=3, mode="nearest")
-    values = raw_max[np.rint(ii).astype(int), np.rint(jj).astype(int)]
+    # Sub-pixel offsets reach +-0.5: rounding can step one past the last row or column.
+    ri = np.clip(np.rint(ii).astype(int), 0, scores.shape[0] - 1)
+    rj = np.clip(np.rint(jj).astype(int), 0, scores.shape[1] - 1)
+    values = raw_max[ri, rj]
     above = values > config.threshold
     ii, jj, values = ii[above], jj[above], values[above]
     rows, cols = score_map.positions(ii, jj)

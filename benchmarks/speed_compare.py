@@ -1,0 +1,265 @@
+"""Speed and memory of ``deeppicker pick`` vs Topaz (preprocess + extract), side by side.
+
+Every command runs under ``/usr/bin/time -v``: wall time and maximum resident set size of the
+whole process (Python and torch start-up included); Topaz's figure is the sum of its two
+processes' wall times and the larger of their peaks. Both use the CPU with torch's default
+threads. Three ways of counting:
+
+- **one micrograph per process** (a cold start each time, what picking a single file costs);
+- **a batch per process** (the handful of micrographs in one call: per-micrograph time =
+  total / n, start-up amortised);
+- DeepPicker's own per-micrograph time inside the batch (``pick_summary.json``).
+
+Cases: ``--n`` real micrographs of each real set (Topaz downsampled 2x for beta-galactosidase,
+4x for the ribosome, as in ``topaz_compare.py``); a simulated 3838 x 3710 micrograph with box 180
+(the paper's TRPV1 size; ``speed.py``'s case, Topaz downsampled 8x so the particle is ~19 px).
+Training: ``deeppicker train`` on the beta-galactosidase set limited to 10,000 particles (and as
+many background windows) for a fixed number of epochs, early stopping off; seconds per epoch
+come from the same run (a worker subprocess that times every epoch of ``core.training.Trainer``).
+
+The machine may be shared: the load average is recorded next to every timing.
+
+Usage::
+
+    python benchmarks/speed_compare.py [--model general] [--n 3] [--epochs 5] [--topaz-python PY]
+
+Writes ``benchmarks/results/speed_compare.json`` and ``docs/images/bench_speed.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _bench import (IMAGES, RESULTS, SETS, RealSet, deeppicker_cmd, loadavg, provenance,
+                    run_timed, setup_logging, topaz_commands, topaz_python, write_json)
+
+log = logging.getLogger("benchmark")
+LARGE = RealSet("large", "simulated 3838 x 3710", 180, 8)
+
+
+def topaz_run(python: str, rset: RealSet, mics, work: Path) -> dict:
+    """Preprocess + extract on these micrographs in two processes; wall summed, peak = max."""
+    pre, ext, _ = topaz_commands(python, mics, work, rset)
+    a, b = run_timed(pre), run_timed(ext)
+    return {"wall_s": round(a["wall_s"] + b["wall_s"], 3), "cpu_s": round(a["cpu_s"] + b["cpu_s"], 2),
+            "peak_rss_mb": max(a["peak_rss_mb"], b["peak_rss_mb"]), "preprocess": a, "extract": b}
+
+
+def deeppicker_run(model: str, box: int, mics, out: Path) -> dict:
+    """``deeppicker pick`` with its defaults on these micrographs in one process."""
+    cmd = [*deeppicker_cmd(), "pick", *[str(m) for m in mics], "--model", model, "--box", str(box),
+           "--device", "cpu", "--out", str(out)]
+    run = run_timed(cmd)
+    summary = out / "pick_summary.json"
+    if summary.is_file():
+        records = json.loads(summary.read_text()).get("micrographs", [])
+        run["in_process_s"] = [r.get("seconds") for r in records if "seconds" in r]
+    return run
+
+
+def compare(name: str, rset: RealSet, mics, model: str, python: str | None, work: Path) -> dict:
+    """Both tools on ``mics``: one process per micrograph, then one process for all."""
+    per_mic = {"deeppicker": [], "topaz": []}
+    for k, mic in enumerate(mics):
+        per_mic["deeppicker"].append(deeppicker_run(model, rset.box, [mic], work / f"dp{k}"))
+        if python:
+            per_mic["topaz"].append(topaz_run(python, rset, [mic], work / f"tz{k}"))
+        log.info("%s %s: deeppicker %.2f s %.0f MB%s", name, mic.name, per_mic["deeppicker"][-1]["wall_s"],
+                 per_mic["deeppicker"][-1]["peak_rss_mb"],
+                 f"; topaz {per_mic['topaz'][-1]['wall_s']:.2f} s {per_mic['topaz'][-1]['peak_rss_mb']:.0f} MB"
+                 if python else "")
+    batch = {"deeppicker": deeppicker_run(model, rset.box, mics, work / "dp_batch")}
+    if python:
+        batch["topaz"] = topaz_run(python, rset, mics, work / "tz_batch")
+    out = {"box": rset.box, "n_micrographs": len(mics), "micrographs": [m.name for m in mics],
+           "image_shape": list(_shape(mics[0])), "topaz_scale": rset.topaz_scale,
+           "topaz_radius": rset.topaz_radius, "per_micrograph_process": per_mic, "batch": batch}
+    for tool in batch:
+        out[f"{tool}_single_wall_s_median"] = float(np.median([r["wall_s"] for r in per_mic[tool]]))
+        out[f"{tool}_single_cpu_s_median"] = float(np.median([r["cpu_s"] for r in per_mic[tool]]))
+        out[f"{tool}_single_peak_mb_max"] = max(r["peak_rss_mb"] for r in per_mic[tool])
+        out[f"{tool}_batch_wall_s_per_micrograph"] = batch[tool]["wall_s"] / len(mics)
+        out[f"{tool}_batch_cpu_s_per_micrograph"] = batch[tool]["cpu_s"] / len(mics)
+        out[f"{tool}_batch_peak_mb"] = batch[tool]["peak_rss_mb"]
+    inside = batch["deeppicker"].get("in_process_s") or []
+    out["deeppicker_in_process_s_median"] = float(np.median(inside)) if inside else None
+    if python:
+        out["speedup_single"] = out["topaz_single_wall_s_median"] / out["deeppicker_single_wall_s_median"]
+        out["speedup_batch"] = (out["topaz_batch_wall_s_per_micrograph"]
+                                / out["deeppicker_batch_wall_s_per_micrograph"])
+        out["cpu_ratio_single"] = out["topaz_single_cpu_s_median"] / out["deeppicker_single_cpu_s_median"]
+        out["cpu_ratio_batch"] = (out["topaz_batch_cpu_s_per_micrograph"]
+                                  / out["deeppicker_batch_cpu_s_per_micrograph"])
+    return out
+
+
+def _shape(path: Path):
+    from napari_deeppicker.core.io import read_micrograph
+
+    return read_micrograph(path).data.shape
+
+
+def train_worker(argv) -> int:
+    """Subprocess entry: train for fixed epochs, print a JSON line of the timings on stdout."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--set", default="betagal")
+    parser.add_argument("--particles", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args(argv)
+    from napari_deeppicker.core.io import read_micrograph
+    from napari_deeppicker.core.training import TrainConfig, Trainer, TrainingSet
+
+    rset = SETS[args.set]
+    refs = rset.references()
+    mics = [m for m in rset.micrographs() if m.stem in refs]
+    tset = TrainingSet([np.asarray(read_micrograph(m).data) for m in mics], [refs[m.stem] for m in mics],
+                       rset.box, name=rset.key)
+    config = TrainConfig(epochs=args.epochs, patience=args.epochs + 1, max_per_set=args.particles,
+                         seed=0, device="cpu")
+    trainer = Trainer([tset], config)
+    start = last = time.perf_counter()
+    extract_s, epochs = None, []
+    for step in trainer.run():
+        if step.stage == "train" and extract_s is None:
+            extract_s = time.perf_counter() - start
+            last = time.perf_counter()
+        if step.message == "epoch done":
+            now = time.perf_counter()
+            epochs.append({"epoch": step.epoch, "seconds": round(now - last, 3), "val_loss": step.val_loss,
+                           "val_accuracy": step.val_accuracy, "load_average": loadavg()})
+            last = now
+    n_batches = trainer.history[-1].n_batches if trainer.history else None
+    print(json.dumps({"extract_s": extract_s, "epochs": epochs, "batches_per_epoch": n_batches,
+                      "total_s": time.perf_counter() - start,
+                      "n_particles": min(args.particles, int(sum(len(r) for r in refs.values())))}))
+    return 0
+
+
+def training(epochs: int, particles: int) -> dict:
+    """Run :func:`train_worker` under /usr/bin/time -v and collect its timings."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "_train-worker", "--particles", str(particles), "--epochs", str(epochs)]
+    load = loadavg()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=True)
+    from _bench import parse_time_v
+
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    per_epoch = [e["seconds"] for e in data["epochs"]]
+    return {**data, **parse_time_v(proc.stderr), "load_average": load,
+            "seconds_per_epoch_median": float(np.median(per_epoch)) if per_epoch else None,
+            "equivalent_cli": f"deeppicker train --micrographs {SETS['betagal'].micrographs()[0].parent} "
+                              f"--coords {SETS['betagal'].micrographs()[0].parent.parent / 'coords'} "
+                              f"--box 32 --max-per-set {particles} --epochs {epochs} "
+                              f"--patience {epochs + 1} --device cpu --out model.safetensors",
+            "command": " ".join(cmd)}
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bars: per-micrograph wall time and peak memory per case, and the training time."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cases = [k for k in ("betagal", "ribosome", "large") if k in result["cases"]]
+    labels = {"betagal": "betagal\n1024², box 32", "ribosome": "ribosome\n1024², box 64",
+              "large": "3838 x 3710\nbox 180"}
+    fig = Figure(figsize=(11, 4.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_t, ax_m, ax_tr = fig.subplots(1, 3, width_ratios=[2, 2, 1.2])
+    x = np.arange(len(cases))
+    for k, (tool, colour) in enumerate((("deeppicker", "C0"), ("topaz", "C1"))):
+        if not all(f"{tool}_single_wall_s_median" in result["cases"][c] for c in cases):
+            continue
+        name = "deeppicker pick" if tool == "deeppicker" else "Topaz preprocess + extract"
+        single = [result["cases"][c][f"{tool}_single_wall_s_median"] for c in cases]
+        cpu = [result["cases"][c][f"{tool}_single_cpu_s_median"] for c in cases]
+        batch = [result["cases"][c][f"{tool}_batch_wall_s_per_micrograph"] for c in cases]
+        mem = [result["cases"][c][f"{tool}_single_peak_mb_max"] / 1024 for c in cases]
+        pos = x + (k - 0.5) * 0.38
+        ax_t.bar(pos, single, 0.36, color=colour, alpha=0.4, label=f"{name}: wall time")
+        ax_t.bar(pos, cpu, 0.2, color=colour, label=f"{name}: CPU time (user + sys)")
+        ax_t.plot(pos, batch, "_", color="k", ms=16, mew=2,
+                  label="wall time per micrograph in a batch" if k == 0 else None)
+        bars = ax_m.bar(pos, mem, 0.36, color=colour, label=name)
+        ax_m.bar_label(bars, fmt="%.2f", fontsize=7)
+        for p, w in zip(pos, single):
+            ax_t.annotate(f"{w:.1f}", (p, w), ha="center", va="bottom", fontsize=7)
+    ax_m.axhline(1.0, color="k", ls="--", lw=0.8, label="goal: < 1 GB")
+    for ax in (ax_t, ax_m):
+        ax.set_xticks(x, [labels[c] for c in cases], fontsize=8)
+    ax_t.set(ylabel="seconds per micrograph", title="Picking, one micrograph per process\n(start-up included)")
+    ax_t.title.set_fontsize(10)
+    ax_m.set(ylabel="peak resident memory (GB)", title="Peak memory, one micrograph per process")
+    ax_t.legend(fontsize=7)
+    ax_m.legend(fontsize=7)
+    tr = result.get("training")
+    if tr:
+        ax_tr.bar([0, 1], [tr["seconds_per_epoch_median"], tr["total_s"]], color=["C2", "C3"])
+        ax_tr.set_xticks([0, 1], ["per epoch", f"total\n({len(tr['epochs'])} epochs)"], fontsize=8)
+        for p, v in enumerate([tr["seconds_per_epoch_median"], tr["total_s"]]):
+            ax_tr.annotate(f"{v:.0f} s", (p, v), ha="center", va="bottom", fontsize=8)
+        ax_tr.set(ylabel="seconds", title=f"Training, {tr['n_particles']:,} particles\n(+ as many negatives)")
+        ax_tr.title.set_fontsize(10)
+    else:
+        ax_tr.set_axis_off()
+    load = result["provenance"]["load_average_start"][0]
+    fig.suptitle(f"deeppicker vs Topaz 0.3.20 on {result['provenance']['machine']['nproc']} CPU cores "
+                 f"({result['provenance']['machine']['cpu_model']}), load average {load} at start",
+                 fontsize=10)
+    fig.savefig(path, dpi=110)
+    log.info("wrote %s", path)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_train-worker"]:
+        return train_worker(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="general", help="model file or 'general'")
+    parser.add_argument("--n", type=int, default=3, help="real micrographs per set")
+    parser.add_argument("--cases", nargs="+", default=["betagal", "ribosome", "large", "training"],
+                        choices=["betagal", "ribosome", "large", "training"])
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (fixed, no early stop)")
+    parser.add_argument("--particles", type=int, default=10_000, help="training particles")
+    parser.add_argument("--no-topaz", action="store_true", help="skip Topaz (dry runs)")
+    parser.add_argument("--topaz-python", default=None, help="python of the Topaz venv")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed_compare.json")
+    parser.add_argument("--images", type=Path, default=IMAGES)
+    parser.add_argument("--tag", default="", help="suffix for the plot name (dry runs)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    python = None if args.no_topaz else topaz_python(args.topaz_python)
+    result = {"provenance": provenance(), "model": args.model, "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for key in [c for c in args.cases if c in SETS]:
+            mics = SETS[key].micrographs()[: args.n]
+            result["cases"][key] = compare(key, SETS[key], mics, args.model, python, work / key)
+            write_json(args.out, result)
+        if "large" in args.cases:
+            from speed import large_case
+
+            (work / "large").mkdir()
+            result["large_stages"] = large_case(work / "large", box=LARGE.box, repeat=1, model=args.model)
+            mic = work / "large" / "large.mrc"
+            result["cases"]["large"] = compare("large", LARGE, [mic], args.model, python, work / "large_cmp")
+            write_json(args.out, result)
+        if "training" in args.cases:
+            log.info("training on %d particles for %d epochs", args.particles, args.epochs)
+            result["training"] = training(args.epochs, args.particles)
+    result["load_average_end"] = loadavg()
+    write_json(args.out, result)
+    plot(result, args.images / f"bench_speed{args.tag}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
