@@ -128,6 +128,30 @@ def parse_time_v(stderr: str) -> dict:
             "peak_rss_mb": round(int(rss.group(1)) / 1024, 1)}
 
 
+def short_command(cmd) -> str:
+    """The command line, a run of ``.mrc`` files of one folder shown as ``folder/[N .mrc files]``."""
+    out, run = [], []
+
+    def flush():
+        if len(run) > 2:
+            out.append(f"{Path(run[0]).parent}/[{len(run)} .mrc files]")
+        else:
+            out.extend(run)
+        run.clear()
+
+    for arg in (str(c) for c in cmd):
+        if arg.endswith(".mrc") and (not run or Path(arg).parent == Path(run[0]).parent):
+            run.append(arg)
+            continue
+        flush()
+        if arg.endswith(".mrc"):
+            run.append(arg)
+        else:
+            out.append(shlex.quote(arg))
+    flush()
+    return " ".join(out)
+
+
 def run_timed(cmd: list[str], env: dict | None = None) -> dict:
     """Run a command under ``/usr/bin/time -v``; return wall time, peak RSS and load average.
 
@@ -140,8 +164,7 @@ def run_timed(cmd: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         log.error("command failed (%d): %s\n%s", proc.returncode, " ".join(full), proc.stderr[-3000:])
         raise subprocess.CalledProcessError(proc.returncode, full, proc.stdout, proc.stderr)
-    return {**parse_time_v(proc.stderr), "load_average": load,
-            "command": " ".join(shlex.quote(str(c)) for c in cmd)}
+    return {**parse_time_v(proc.stderr), "load_average": load, "command": short_command(cmd)}
 
 
 def deeppicker_cmd() -> list[str]:

@@ -113,10 +113,10 @@ def exp_semi(out_images):
     return rows
 
 
-def exp_cross(out_images):
+def exp_cross(out_images, targets=tuple(MOLECULES), self_train=True):
     rows = []
     data = {key: load_real(key) for key in MOLECULES}
-    for target in MOLECULES:
+    for target in targets:
         source = next(k for k in MOLECULES if k != target)
         images, refs, box = data[source]
         names = sorted(refs)
@@ -127,6 +127,8 @@ def exp_cross(out_images):
         rows.append(summarise(f"cross-molecule {source} -> {target}", picks, t_refs, t_box,
                               out_images / f"pr_cross_{source}_to_{target}.png",
                               {"train_seconds": seconds, "pick_seconds": per_mic}))
+        if not self_train:
+            continue
         st = SelfTrainer(model, list(t_images.values()), t_box, iterations=1,
                          pick_config=PickConfig(threshold=0.5), train_config=TrainConfig(epochs=10, patience=3))
         for _ in st.run():
@@ -140,13 +142,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", default=["synthetic", "semi", "cross"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--targets", nargs="+", choices=list(MOLECULES), default=list(MOLECULES),
+                        help="target molecules of the cross-molecule experiment")
+    parser.add_argument("--no-self-train", action="store_true",
+                        help="skip the self-training round of the cross-molecule experiment")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     for name in args.experiments:
-        rows = {"synthetic": exp_synthetic, "semi": exp_semi, "cross": exp_cross}[name](images)
+        if name == "cross":
+            rows = exp_cross(images, args.targets, not args.no_self_train)
+            name = f"cross_{'_'.join(args.targets)}"
+        else:
+            rows = {"synthetic": exp_synthetic, "semi": exp_semi}[name](images)
         (args.out / f"accuracy_{name}.json").write_text(json.dumps(rows, indent=1, default=float))
 
 

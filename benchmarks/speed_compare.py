@@ -190,20 +190,25 @@ def plot(result: dict, path: Path) -> None:
                   label="wall time per micrograph in a batch" if k == 0 else None)
         bars = ax_m.bar(pos, mem, 0.36, color=colour, label=name)
         ax_m.bar_label(bars, fmt="%.2f", fontsize=7)
-        for p, w in zip(pos, single):
+        for p, w, c in zip(pos, single, cpu):
             ax_t.annotate(f"{w:.1f}", (p, w), ha="center", va="bottom", fontsize=7)
+            ax_t.annotate(f"{c:.1f}", (p, c), ha="center", va="top", fontsize=7, color="w")
     ax_m.axhline(1.0, color="k", ls="--", lw=0.8, label="goal: < 1 GB")
     for ax in (ax_t, ax_m):
         ax.set_xticks(x, [labels[c] for c in cases], fontsize=8)
     ax_t.set(ylabel="seconds per micrograph", title="Picking, one micrograph per process\n(start-up included)")
     ax_t.title.set_fontsize(10)
     ax_m.set(ylabel="peak resident memory (GB)", title="Peak memory, one micrograph per process")
-    ax_t.legend(fontsize=7)
-    ax_m.legend(fontsize=7)
+    ax_m.title.set_fontsize(10)
+    ax_t.legend(fontsize=7, loc="upper left")
+    ax_m.legend(fontsize=7, loc="upper left")
+    for ax in (ax_t, ax_m):
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the bars
     tr = result.get("training")
     if tr:
         ax_tr.bar([0, 1], [tr["seconds_per_epoch_median"], tr["total_s"]], color=["C2", "C3"])
-        ax_tr.set_xticks([0, 1], ["per epoch", f"total\n({len(tr['epochs'])} epochs)"], fontsize=8)
+        ax_tr.set_xticks([0, 1], ["per epoch", f"total: extraction\n+ {len(tr['epochs'])} epochs"],
+                         fontsize=8)
         for p, v in enumerate([tr["seconds_per_epoch_median"], tr["total_s"]]):
             ax_tr.annotate(f"{v:.0f} s", (p, v), ha="center", va="bottom", fontsize=8)
         ax_tr.set(ylabel="seconds", title=f"Training, {tr['n_particles']:,} particles\n(+ as many negatives)")
@@ -234,8 +239,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "speed_compare.json")
     parser.add_argument("--images", type=Path, default=IMAGES)
     parser.add_argument("--tag", default="", help="suffix for the plot name (dry runs)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out")
     args = parser.parse_args(argv)
     setup_logging()
+    if args.replot:
+        plot(json.loads(args.out.read_text()), args.images / f"bench_speed{args.tag}.png")
+        return 0
     python = None if args.no_topaz else topaz_python(args.topaz_python)
     result = {"provenance": provenance(), "model": args.model, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,9 +66,11 @@ def batch_config(args, device):
 
     combined = getattr(args, "combined", None)
     if combined is None:
-        combined = DEFAULT_COMBINED
+        combined = DEFAULT_COMBINED  # inside the output folder
     elif str(combined).lower() == "none":
         combined = None
+    else:
+        combined = Path(combined).absolute()  # as given: relative to the current folder
     size = getattr(args, "batch_size", None) or (GPU_BATCH if device.type == "cuda" else 1)
     return BatchConfig(fmt=getattr(args, "format", "star"), resume=getattr(args, "resume", True),
                        overwrite=getattr(args, "overwrite", False), batch_size=size,

@@ -178,6 +178,33 @@ def self_train(model, paths: Sequence[Path], box: int, config, args, device):
     return trainer.model, trainer.picks
 
 
+def resolve_polarity(args, paths: Sequence[Path], device, model) -> tuple[str, list[str]]:
+    """The polarity to pick in ("dark" or "bright") and, for ``--polarity auto``, the votes."""
+    if args.invert or args.polarity != "auto":
+        return ("bright" if args.invert else args.polarity), []
+    from napari_deeppicker.core.calibration import dataset_polarity
+
+    images = (read_checked(path, args.box).data for path in paths)
+    polarity, votes = dataset_polarity(images, args.box, model, device=device)
+    note(f"estimated polarity: particles {polarity} ({votes.count(polarity)} of {len(votes)} "
+         "micrographs)")
+    return polarity, votes
+
+
+def self_train_config(model, paths: Sequence[Path], box: int, config):
+    """``config`` with a number for the threshold: self-training selects positives above it.
+
+    With ``--threshold auto`` it is the median of the automatic thresholds of (up to) the first
+    five micrographs.
+    """
+    if config.threshold != "auto":
+        return config
+    from napari_deeppicker.core.calibration import auto_threshold
+
+    values = [auto_threshold(model, read_checked(path, box).data, box, config) for path in paths[:5]]
+    return replace(config, threshold=min(float(np.median(values)), 0.99))
+
+
 def cmd_pick(args) -> int:
     """Pick particles (``deeppicker pick``); returns the exit code."""
     from napari_deeppicker._cli_batch import pick_records
@@ -198,7 +225,8 @@ def cmd_pick(args) -> int:
                 f"{SUFFIXES[args.format]}: pick them into different --out folders")
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    if args.invert:
+    polarity, votes = resolve_polarity(args, paths, device, model)
+    if polarity == "bright":
         model.preprocess = replace(model.preprocess, invert=not model.preprocess.invert)
     config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge)
     outdir = Path(args.out)
@@ -206,13 +234,18 @@ def cmd_pick(args) -> int:
     summary = {"software_version": __version__, "model": str(args.model),
                "model_path": model.metadata.get("path"), "box": args.box,
                "threshold": args.threshold, "top": args.top, "step": args.step, "edge": args.edge,
-               "invert": bool(args.invert), "format": args.format, "device": str(device),
+               "invert": polarity == "bright", "polarity": polarity,
+               "polarity_requested": "bright" if args.invert else args.polarity,
+               "polarity_votes": votes, "format": args.format, "device": str(device),
                "self_train": None,
                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     picks = None
     if args.self_train:
         try:
-            model, picks = self_train(model, paths, args.box, config, args, device)
+            st_config = self_train_config(model, paths, args.box, config)
+            model, picks = self_train(model, paths, args.box, st_config, args, device)
+            if config.threshold == "auto":  # re-pick: the fine-tuned model has its own scale
+                picks = None
         except KeyboardInterrupt:
             note("interrupted during self-training: no picks written")
             return EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""The ``deeppicker`` command line: simulate, train, pick, evaluate, demo.
+"""The ``deeppicker`` command line: simulate, train, pick, evaluate, demo, watch, relion-external.
 
 A thin layer over :mod:`napari_deeppicker.core`: this module builds the argument parser and
 dispatches to the subcommands in ``_cli_*.py``, which are imported only when used (``--help``
@@ -104,6 +104,11 @@ POSITIVE_FLOAT = _number(float, 0, strict_min=True)
 FRACTION = _number(float, 0, 1, strict_max=True)
 
 
+def _threshold(text: str):
+    """A score threshold in [0, 1), or ``auto`` (chosen per micrograph against its null)."""
+    return "auto" if text.strip().lower() == "auto" else FRACTION(text)
+
+
 def _subparser(sub, common, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, parents=[common], formatter_class=_Formatter, help=summary,
                           description=description)
@@ -177,8 +182,10 @@ def _add_pick(sub, common) -> None:
     add("--box", required=True, type=POSITIVE_INT, metavar="PX",
         help="particle box in micrograph pixels")
     add("--out", required=True, metavar="DIR", help="output folder (created if needed)")
-    add("--threshold", type=FRACTION, default=0.5, metavar="T",
-        help="keep picks scoring above this (0-1)")
+    add("--threshold", type=_threshold, default=0.5, metavar="T",
+        help="keep picks scoring above this (0-1), or 'auto': per micrograph, the lowest score "
+             "at which at most 10%% of the picks would also appear in the micrograph's "
+             "phase-randomised copy (a particle-free null)")
     add("--top", type=POSITIVE_INT, metavar="N", help="keep at most N picks per micrograph")
     add("--format", choices=("star", "box", "csv"), default="star",
         help="coordinates format (BOX: EMAN2 corners with the box size)")
@@ -189,8 +196,10 @@ def _add_pick(sub, common) -> None:
         help="score-map step in pixels of the box rescaled to 64 px (finer = slower)")
     add("--edge", type=_number(float, 0), default=0.5, metavar="FRACTION",
         help="picks keep this fraction of the box from the image border")
-    add("--invert", action="store_true",
-        help="particles are bright on the background (the opposite of the model's data)")
+    add("--polarity", choices=("dark", "bright", "auto"), default="dark",
+        help="particles darker (raw cryo-EM) or brighter than the background; auto: estimated "
+             "from the first micrographs (sign of the particle-scale skewness)")
+    add("--invert", action="store_true", help="the same as --polarity bright")
     add("--self-train", type=NON_NEGATIVE_INT, default=0, metavar="ITERATIONS",
         help="first fine-tune the model on its own top picks in these micrographs, this many "
              "rounds (the paper's automatic iteration)")
@@ -264,7 +273,7 @@ def _add_demo(sub, common) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``deeppicker`` argument parser with its five subcommands."""
+    """The ``deeppicker`` argument parser with its subcommands."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="show progress notes (-v) and debugging messages (-vv)")
@@ -326,3 +335,12 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):
         pass
+
+
+def relion_main(argv: Sequence[str] | None = None) -> int:
+    """``deeppicker_relion``: ``deeppicker relion-external`` as the single program RELION runs.
+
+    RELION's External job starts one executable with ``--o``, ``--in_mics`` and the job's
+    parameters, so this entry point needs no wrapper script.
+    """
+    return main(["relion-external", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,4 @@
-"""Batch picking (core.batch): inputs, streaming read-ahead, resume, settings, combined files, CLI."""
+"""Batch picking (core.batch): inputs, read-ahead, resume, settings, combined files, CLI."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ from napari_deeppicker.core.batch import (
     resolve_inputs,
 )
 from napari_deeppicker.core.errors import DeepPickerError, MicrographError
-from napari_deeppicker.core.io import read_coordinates, read_coordinates_by_micrograph, read_micrograph
+from napari_deeppicker.core.io import (
+    read_coordinates,
+    read_coordinates_by_micrograph,
+    read_micrograph,
+)
 from napari_deeppicker.core.model import load_model
 from napari_deeppicker.core.picking import PickConfig, pick_micrograph
 from tests.core._batch_data import BOX, as_array, make_micrographs, make_model_file, rows, star_loop
@@ -63,7 +67,8 @@ def stems(data) -> list[str]:
 def test_inputs_folder_glob_list_and_relion_star(data, tmp_path, monkeypatch):
     mics = sorted((data / "mics").glob("*.mrc"))
     assert [i.path for i in resolve_inputs(data / "mics")] == mics
-    assert [i.path for i in resolve_inputs(str(data / "mics" / "*_00[13].mrc"))] == [mics[1], mics[3]]
+    pattern = str(data / "mics" / "*_00[13].mrc")
+    assert [i.path for i in resolve_inputs(pattern)] == [mics[1], mics[3]]
     listing = tmp_path / "list.txt"
     listing.write_text(f"# selected\n{mics[2]}\n\n../{tmp_path.name}/m.mrc\n")
     (tmp_path / "m.mrc").write_bytes(mics[0].read_bytes())
@@ -78,7 +83,8 @@ def test_inputs_folder_glob_list_and_relion_star(data, tmp_path, monkeypatch):
     star = project / "CtfFind" / "job003" / "micrographs_ctf.star"
     star.parent.mkdir(parents=True)
     names = [f"MotionCorr/job002/Movies/{m.name}" for m in mics[:2]]
-    star.write_text("data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnMicrographPixelSize #2\n1 2.0\n\n"
+    star.write_text("data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnMicrographPixelSize #2\n"
+                    "1 2.0\n\n"
                     "data_micrographs\n\nloop_\n_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
                     + "".join(f"{n} 1\n" for n in names))
     monkeypatch.chdir(data)
@@ -159,12 +165,13 @@ def test_combined_files_list_every_pick_and_file(data, reference):
     by_mic = read_coordinates_by_micrograph(reference / "combined" / "picks.star")
     assert sorted(by_mic) == stems(data)
     block, labels, listing = star_loop(reference / "combined" / "autopick.star")
-    assert (block, labels) == ("coordinate_files", ["_rlnMicrographName", "_rlnMicrographCoordinates"])
+    assert block == "coordinate_files"
+    assert labels == ["_rlnMicrographName", "_rlnMicrographCoordinates"]
     assert [row[0] for row in listing] == [str(m) for m in mics]
     assert [Path(row[1]) for row in listing] == [reference / f"{m.stem}.star" for m in mics]
 
 
-def test_interrupted_run_resumes_and_matches_the_uninterrupted_one(data, model, reference, tmp_path):
+def test_interrupted_run_resumes_and_matches_a_whole_run(data, model, reference, tmp_path):
     items = resolve_inputs(data / "mics")
     first = BatchPicker(model, items, BOX, tmp_path, pick_config=CONFIG)
     for progress in first.run():
@@ -177,7 +184,8 @@ def test_interrupted_run_resumes_and_matches_the_uninterrupted_one(data, model, 
     progress = list(second.run())
     assert [p.status for p in progress] == ["skipped"] * 2 + ["picked"] * 3
     assert second.completed and second.counts == {"picked": 3, "skipped": 2, "failed": 0}
-    assert [p.n_picks for p in progress] == [len(rows(reference / f"{s}.star")) for s in stems(data)]
+    expected = [len(rows(reference / f"{s}.star")) for s in stems(data)]
+    assert [p.n_picks for p in progress] == expected
     for stem in stems(data):
         assert rows(tmp_path / f"{stem}.star") == rows(reference / f"{stem}.star")
     for name in ("picks.star", "autopick.star"):
@@ -214,7 +222,8 @@ def test_batched_forward_passes_match_single_ones(data, model, reference, tmp_pa
     assert [p.status for p in picker.run()] == ["picked"] * N_MICS
     assert not (tmp_path / "combined").exists()
     for stem in stems(data):
-        ours, theirs = as_array(rows(tmp_path / f"{stem}.star")), as_array(rows(reference / f"{stem}.star"))
+        ours = as_array(rows(tmp_path / f"{stem}.star"))
+        theirs = as_array(rows(reference / f"{stem}.star"))
         assert ours.shape == theirs.shape
         # Batched convolutions may round differently in the last bit of a score.
         np.testing.assert_allclose(ours[:, 2], theirs[:, 2], atol=1e-6)
@@ -231,7 +240,8 @@ def test_a_bad_micrograph_fails_alone_and_is_retried_next_time(data, model, tmp_
     progress = list(picker.run())
     assert [p.status for p in progress] == ["picked", "failed", "picked"]
     assert "broken.mrc" in progress[1].error and "truncated" in progress[1].error
-    assert [r[0] for r in star_loop(out / "combined" / "autopick.star")[2]] == [str(mics[0]), str(mics[1])]
+    listed = [r[0] for r in star_loop(out / "combined" / "autopick.star")[2]]
+    assert listed == [str(mics[0]), str(mics[1])]
     again = list(BatchPicker(model, items, BOX, out, pick_config=CONFIG).run())
     assert {p.item.path.name: p.status for p in again} == {
         mics[0].name: "skipped", "broken.mrc": "failed", mics[1].name: "skipped"}

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import starfile
 
-from napari_deeppicker.cli import main
-from napari_deeppicker.core.io import read_coordinates, read_coordinates_by_micrograph, read_micrograph
+from napari_deeppicker.cli import main, relion_main
+from napari_deeppicker.core.io import (
+    read_coordinates,
+    read_coordinates_by_micrograph,
+    read_micrograph,
+)
 from napari_deeppicker.core.model import load_model
 from napari_deeppicker.core.picking import PickConfig, pick_micrograph
 from napari_deeppicker.core.relion import coordinates_path, pipeline_relative
@@ -82,11 +86,12 @@ def test_external_job_writes_what_extract_reads(project, model_file, capsys):
     assert list(listing) == ["coordinate_files"]
     table = listing["coordinate_files"]
     assert table["rlnMicrographName"].tolist() == names
-    expected_files = [f"{JOB}{pipeline_relative(n).parent.as_posix()}/"
-                      f"{pipeline_relative(n).name.rsplit('.', 1)[0]}_deeppicker.star" for n in names]
+    relative = [pipeline_relative(n) for n in names]
+    expected_files = [f"{JOB}{r.parent.as_posix()}/{r.name.rsplit('.', 1)[0]}_deeppicker.star"
+                      for r in relative]
     assert table["rlnMicrographCoordinates"].tolist() == expected_files
     assert expected_files[2] == f"{JOB}Movies/grid2/frames.sq_000_deeppicker.star"
-    # RELION 3.1: coords_suffix_deeppicker.star names the input STAR; the suffix rule finds the files.
+    # RELION 3.1: coords_suffix_deeppicker.star names the input STAR; the suffix rule finds them.
     suffix_file = f"{JOB}coords_suffix_deeppicker.star"
     assert (project / suffix_file).read_text().splitlines()[0] == IN_MICS
     assert [relion31_coordinate_file(n, suffix_file) for n in names] == expected_files
@@ -116,7 +121,8 @@ def test_continue_picks_only_new_micrographs_and_relion31_nodes(project, model_f
     assert err.count("(skipped)") == 3 and err.count("(picked)") == 1
     table = starfile.read(project / JOB / "autopick.star")
     assert table["rlnMicrographName"].tolist() == micrograph_names()
-    nodes = starfile.read(project / JOB / "RELION_OUTPUT_NODES.star", always_dict=True)["output_nodes"]
+    nodes = starfile.read(project / JOB / "RELION_OUTPUT_NODES.star",
+                          always_dict=True)["output_nodes"]
     assert nodes["rlnPipeLineNodeName"].tolist() == [f"{JOB}coords_suffix_deeppicker.star"]
     assert nodes["rlnPipeLineNodeType"].tolist() == [2]
 
@@ -133,7 +139,8 @@ def test_failure_and_abort_markers(project, model_file, capsys):
     assert (job / "RELION_JOB_EXIT_ABORTED").is_file()
     assert not (job / "RELION_JOB_ABORT_NOW").exists()
     assert not (job / "RELION_JOB_EXIT_FAILURE").exists()
-    assert len(list((job / "Movies").rglob("*_deeppicker.star"))) == 1  # stopped after the first micrograph
+    # Stopped after the first micrograph.
+    assert len(list((job / "Movies").rglob("*_deeppicker.star"))) == 1
     assert main(relion_args(model_file)) == 0  # "Continue" finishes the job
     assert (job / "RELION_JOB_EXIT_SUCCESS").is_file()
     assert not (job / "RELION_JOB_EXIT_ABORTED").exists()
@@ -141,3 +148,10 @@ def test_failure_and_abort_markers(project, model_file, capsys):
     code = main(relion_args(model_file, "--invert", "maybe"))
     _, err = capsys.readouterr()
     assert code == 2 and "--invert expects yes or no" in err
+
+
+def test_single_program_entry_point(project, model_file, capsys):
+    """``deeppicker_relion`` (what RELION's External executable names) runs the same job."""
+    assert relion_main(relion_args(model_file)[1:]) == 0
+    assert (project / JOB / "RELION_JOB_EXIT_SUCCESS").is_file()
+    assert (project / JOB / "autopick.star").is_file()

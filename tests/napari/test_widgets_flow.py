@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from napari_deeppicker._widgets._base import MODELS
 from napari_deeppicker._widgets.evaluate import EvaluateWidget
@@ -19,6 +20,7 @@ def click(qtbot, widget, button):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 def test_open_pick_edit_retrain_evaluate_export(qtbot, make_napari_viewer, tmp_path):
     image, truth = micrograph(1)
     io.write_micrograph(tmp_path / "mic.mrc", image, pixel_size=2.0)

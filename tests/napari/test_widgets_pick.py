@@ -240,3 +240,20 @@ def test_nothreads_runs_synchronously(qtbot, pick, monkeypatch):
     monkeypatch.setenv("DEEPPICKER_NOTHREADS", "1")
     widget.run_button.native.click()
     assert "mic picks" in viewer.layers and not widget.running
+
+
+def test_closing_the_dock_stops_the_worker(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(stack(tuple(range(1, 7))), name="st")
+    MODELS.add("tiny", tiny_model())
+    widget = PickWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.value, widget.box.value, widget.batch.value = "tiny", BOX, "all slices"
+    widget.run_button.native.click()
+    worker = widget._worker
+    qtbot.waitUntil(lambda: worker.is_running, timeout=TIMEOUT)
+    viewer.window.remove_dock_widget(widget.native)
+    assert worker.abort_requested
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
+    qtbot.wait(50)
+    assert "st picks" not in viewer.layers  # results of a closed dock are dropped

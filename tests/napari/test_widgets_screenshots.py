@@ -1,4 +1,8 @@
-"""One full-window screenshot per dock, in use on a synthetic micrograph (docs/images/)."""
+"""One full-window screenshot per dock, in use on a synthetic micrograph.
+
+The README's screenshots (real micrograph, shipped model) are made by scripts/screenshots.py;
+these tests check that every dock renders in a full window and write to a temporary folder.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from napari_deeppicker._widgets.pick import PickWidget
 from napari_deeppicker._widgets.train import TrainWidget
 from tests.napari._widget_data import BOX, micrograph, tiny_model
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 120_000
 
 
@@ -33,17 +38,16 @@ def run(qtbot, widget, button=None):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
 
 
-def save(viewer, qtbot, name: str) -> np.ndarray:
+def save(viewer, qtbot, folder: Path, name: str) -> np.ndarray:
     viewer.reset_view()
     qtbot.wait(100)
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    shot = viewer.screenshot(path=str(IMAGES / name), canvas_only=False)
-    assert (IMAGES / name).stat().st_size > 10_000
+    shot = viewer.screenshot(path=str(folder / name), canvas_only=False)
+    assert (folder / name).stat().st_size > 10_000
     assert shot.shape[0] >= 900 and shot.shape[1] >= 1500
     return shot
 
 
-def test_screenshot_pick(qtbot, shown_viewer):
+def test_screenshot_pick(qtbot, shown_viewer, tmp_path):
     viewer = shown_viewer
     MODELS.add("tiny", tiny_model())
     widget = PickWidget(viewer)
@@ -51,10 +55,10 @@ def test_screenshot_pick(qtbot, shown_viewer):
     widget.model.value, widget.box.value, widget.threshold.value = "tiny", BOX, 0.5
     run(qtbot, widget)
     viewer.layers["synthetic scores"].visible = True
-    save(viewer, qtbot, "pick_widget.png")
+    save(viewer, qtbot, tmp_path, "pick_widget.png")
 
 
-def test_screenshot_train(qtbot, shown_viewer):
+def test_screenshot_train(qtbot, shown_viewer, tmp_path):
     viewer = shown_viewer
     truth = micrograph(1)[1]
     viewer.add_points(truth[["y", "x"]].to_numpy(), name="synthetic truth", size=BOX,
@@ -68,10 +72,10 @@ def test_screenshot_train(qtbot, shown_viewer):
     widget.epochs.value, widget.model_name.value = 4, "synthetic model"
     run(qtbot, widget)
     assert len(widget.plot.axes.get_lines()[0].get_xdata()) >= 2
-    save(viewer, qtbot, "train_widget.png")
+    save(viewer, qtbot, tmp_path, "train_widget.png")
 
 
-def test_screenshot_evaluate(qtbot, shown_viewer):
+def test_screenshot_evaluate(qtbot, shown_viewer, tmp_path):
     viewer = shown_viewer
     image, truth = viewer.layers["synthetic"], micrograph(1)[1]
     picks = truth.iloc[3:][["x", "y"]] + 2.0
@@ -88,4 +92,4 @@ def test_screenshot_evaluate(qtbot, shown_viewer):
                                                   viewer.layers["synthetic reference"])
     run(qtbot, widget)
     assert widget.report.overall["fn"] == 3
-    save(viewer, qtbot, "evaluate_widget.png")
+    save(viewer, qtbot, tmp_path, "evaluate_widget.png")

@@ -145,3 +145,18 @@ def test_errors_are_notified_and_ui_reenabled(qtbot, train, errors):
     run(qtbot, widget)
     assert "nothing to train on" in errors[-1]
     assert widget.run_button.enabled and not widget.stop_button.enabled
+
+
+def test_train_from_a_stack_uses_each_slice(qtbot, train):
+    viewer, widget = train
+    (image1, truth1), (image2, truth2) = micrograph(21), micrograph(22)
+    viewer.add_image(np.stack([image1, image2, image1]), name="st")
+    points = np.concatenate([np.column_stack([np.full(len(t), k), t[["y", "x"]].to_numpy()])
+                             for k, t in ((0, truth1), (1, truth2))])
+    viewer.add_points(points, name="st truth", size=BOX)
+    choose_pair(widget, viewer, "st")
+    widget.epochs.value, widget.model_name.value = 1, "stack"
+    run(qtbot, widget)
+    summary = MODELS.get("stack").metadata["training"]["sets"][0]
+    assert summary["micrographs"] == 2  # slices 0 and 1 hold points; slice 2 has none
+    assert summary["particles_available"] == len(truth1) + len(truth2)

@@ -115,14 +115,17 @@ def row(*widgets, label: str = "") -> Container:
     return container
 
 
-def _disconnect_all(connections: list) -> None:
-    """Undo ``(signal, callback)`` connections to objects that outlive a dock (viewer, registry)."""
-    while connections:
-        signal, callback = connections.pop()
-        try:
-            signal.disconnect(callback)
-        except (ValueError, RuntimeError, TypeError):
-            log.debug("already disconnected: %s", callback)
+def _release(connection_lists: tuple, workers: list) -> None:
+    """Stop ``workers``; undo ``(signal, callback)`` connections to objects outliving a dock."""
+    for worker in workers:
+        worker.quit()
+    for connections in connection_lists:
+        while connections:
+            signal, callback = connections.pop()
+            try:
+                signal.disconnect(callback)
+            except (ValueError, RuntimeError, TypeError):
+                log.debug("already disconnected: %s", callback)
 
 
 class DockWidget(Container):
@@ -152,8 +155,12 @@ class DockWidget(Container):
         self.native_parent_changed.connect(self._on_parent_changed)
         self._busy_widgets: list = [self.run_button]
         self._connections: list = []
+        self._run_connections: list = []
+        self._workers: list = []
         # When the window closes, Qt deletes the widgets without a parent change: let go then too.
-        self.native.destroyed.connect(functools.partial(_disconnect_all, self._connections))
+        self._release = functools.partial(_release, (self._connections, self._run_connections),
+                                          self._workers)
+        self.native.destroyed.connect(self._release)
         events = viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             self._connect(event, self.reset_choices)
@@ -190,7 +197,7 @@ class DockWidget(Container):
         on_abort : callable, optional
             Called on the main thread when Stop ended the run early.
         total : int
-            Steps for the progress bar (0: busy indicator).
+            Maximum of the progress bar (the handlers set its value).
         text : str
             Status line while it runs.
         """
@@ -210,11 +217,15 @@ class DockWidget(Container):
 
         worker = thread_worker(self._iterate, start_thread=False,
                                connect={"errored": self._on_worker_errored})()
-        worker.yielded.connect(self._on_worker_yielded)
-        worker.returned.connect(self._on_worker_returned)
-        worker.aborted.connect(self._on_worker_aborted)
-        worker.finished.connect(self._on_worker_finished)
+        # Kept so that a window closed mid-run does not call back into deleted widgets.
+        for signal, slot in ((worker.yielded, self._on_worker_yielded),
+                             (worker.returned, self._on_worker_returned),
+                             (worker.aborted, self._on_worker_aborted),
+                             (worker.finished, self._on_worker_finished)):
+            signal.connect(slot)
+            self._run_connections.append((signal, slot))
         self._worker = worker
+        self._workers.append(worker)
         worker.start()
 
     def _iterate(self) -> Generator:
@@ -251,7 +262,10 @@ class DockWidget(Container):
         self._report(exc)
 
     def _on_worker_finished(self) -> None:
-        gen, self._gen, self._worker = self._gen, None, None
+        gen, worker, self._gen, self._worker = self._gen, self._worker, None, None
+        if worker is not None:
+            self._workers.remove(worker)
+            self._run_connections.clear()
         if gen is not None:
             gen.close()
         self._set_running(False)
@@ -287,5 +301,4 @@ class DockWidget(Container):
 
     def _on_close(self) -> None:
         """The dock was closed: stop the job and let go of the viewer's events."""
-        self._on_stop_clicked()
-        _disconnect_all(self._connections)
+        self._release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from magicgui.widgets import Container
+from matplotlib.ticker import MaxNLocator
 
 
 def _theme_colours(viewer) -> tuple[str, str, str]:
@@ -50,6 +51,7 @@ class PlotCanvas(Container):
             spine.set_color(self._fg)
         ax.tick_params(colors=self._fg, labelsize=8)
         ax.grid(True, color=self._grid, linewidth=0.5, alpha=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, numbers of picks
         ax.set_title(title, color=self._fg, fontsize=9)
         ax.set_xlabel(xlabel, color=self._fg, fontsize=8)
         ax.set_ylabel(ylabel, color=self._fg, fontsize=8)

@@ -30,7 +30,8 @@ def pick_group(model, mics: list, box: int, config: picking.PickConfig, device):
 
     from .preprocess import TARGET_BOX, prepare_micrograph
 
-    prepared = [prepare_micrograph(m.data, box, model.preprocess, keep_unclipped=True) for m in mics]
+    prepared = [prepare_micrograph(m.data, box, model.preprocess, keep_unclipped=True)
+                for m in mics]
     pad = picking._edge_pad(config)
     images = [np.pad(p.data, pad, mode="reflect") if pad else p.data for p in prepared]
     if min(images[0].shape) < TARGET_BOX:

@@ -153,7 +153,8 @@ def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> l
 
     def flush() -> None:
         if plain:
-            items.extend(MicrographItem(p, os.fspath(p), Path.cwd()) for p in list_micrographs(plain))
+            found = list_micrographs(plain)
+            items.extend(MicrographItem(p, os.fspath(p), Path.cwd()) for p in found)
             plain.clear()
 
     for entry in _as_list(inputs):

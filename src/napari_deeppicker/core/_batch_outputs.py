@@ -8,11 +8,13 @@ which keeps every value exactly as written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 from ._coords import read_coordinates
@@ -59,6 +61,22 @@ def write_manifest(outdir: Path, settings: dict, **extra) -> Path:
         json.dump({**extra, "settings": settings}, fh, indent=2, default=str)
         fh.write("\n")
     return path
+
+
+def batch_settings(model, box: int, pick_config, fmt: str) -> dict:
+    """The settings picks depend on (model weights, box, picking, preprocessing, format)."""
+    return {"model_sha256": model_digest(model), "box": int(box), "pick": pick_config.to_dict(),
+            "preprocess": model.preprocess.to_dict(), "format": fmt}
+
+
+def model_digest(model) -> str:
+    """SHA-256 of a model's weights and preprocessing: identifies it whatever its file name."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().to("cpu").contiguous().numpy().tobytes())
+    digest.update(json.dumps(model.preprocess.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -170,7 +188,8 @@ def relative_name(path: Path, root: Path) -> str:
 
 def _check_name(name: str) -> str:
     if not name or any(c.isspace() for c in name):
-        raise CoordinatesError(f"micrograph name {name!r} is empty or holds spaces: STAR cannot store it")
+        raise CoordinatesError(
+            f"micrograph name {name!r} is empty or holds spaces: a STAR file cannot store it")
     return name
 
 
@@ -189,7 +208,7 @@ def write_combined(picks_path: Path | None, list_path: Path | None,
     entries : iterable of (micrograph name, rows, coordinates file name)
         Streamed once, in order; ``rows`` as from :func:`coordinate_rows`.
     """
-    with _open_or_skip(picks_path) as picks, _open_or_skip(list_path) as listing:
+    with _maybe_atomic(picks_path) as picks, _maybe_atomic(list_path) as listing:
         if picks:
             picks.write(_PICKS_HEADER)
         if listing:
@@ -219,14 +238,6 @@ def append_combined(picks_path: Path | None, list_path: Path | None, name: str,
             out.writelines(lines)
 
 
-class _open_or_skip:
-    """``atomic_write(path)`` when a path is given; a no-op context giving None otherwise."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._context = None if path is None else atomic_write(path)
-
-    def __enter__(self):
-        return None if self._context is None else self._context.__enter__()
-
-    def __exit__(self, *exc):
-        return False if self._context is None else self._context.__exit__(*exc)
+def _maybe_atomic(path: Path | None):
+    """``atomic_write(path)`` when a path is given, else a context giving None."""
+    return nullcontext(None) if path is None else atomic_write(path)

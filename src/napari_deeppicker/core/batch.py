@@ -12,8 +12,6 @@ every pick in one STAR file and a RELION 4/5 coordinate-file list (``autopick.st
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -21,24 +19,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import picking
+from ._batch_compute import pick_group, read_checked
 from ._batch_inputs import MicrographItem, find_project_dir, resolve_inputs
 from ._batch_outputs import (
     COORDINATE_LIST_NAME,
     MANIFEST_NAME,
     SettingsMismatchError,
     append_combined,
+    batch_settings,
     check_settings,
     coordinate_rows,
+    model_digest,
     read_manifest,
     relative_name,
     write_combined,
     write_manifest,
 )
-from ._batch_compute import pick_group, read_checked
 from ._read_ahead import ReadAhead
 from .errors import DeepPickerError
 
@@ -113,22 +112,6 @@ class BatchProgress:
     seconds: float = 0.0
 
 
-def batch_settings(model, box: int, pick_config: picking.PickConfig, fmt: str) -> dict:
-    """The settings picks depend on (model weights, box, picking, preprocessing, format)."""
-    return {"model_sha256": model_digest(model), "box": int(box), "pick": pick_config.to_dict(),
-            "preprocess": model.preprocess.to_dict(), "format": fmt}
-
-
-def model_digest(model) -> str:
-    """SHA-256 of a model's weights and preprocessing: identifies it whatever its file name."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.net.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().to("cpu").contiguous().numpy().tobytes())
-    digest.update(json.dumps(model.preprocess.to_dict(), sort_keys=True).encode())
-    return digest.hexdigest()
-
-
 class BatchPicker:
     """Pick a list of micrographs into an output folder, resumably.
 
@@ -156,6 +139,9 @@ class BatchPicker:
         Compute device (default: the model's).
     should_stop : callable, optional
         Polled between micrographs; True stops the run (the combined files are not written).
+    manifest : bool
+        Check the settings against the folder's manifest and record them there (turn off only
+        when the caller does it, as :class:`~napari_deeppicker.core.watch.FolderWatcher`).
 
     Raises
     ------
@@ -167,16 +153,19 @@ class BatchPicker:
                  pick_config: picking.PickConfig | None = None, config: BatchConfig | None = None,
                  layout: Callable[[MicrographItem], Path] | None = None,
                  on_picked: Callable[[MicrographItem, PickResult], None] | None = None,
-                 device=None, should_stop: Callable[[], bool] | None = None) -> None:
+                 device=None, should_stop: Callable[[], bool] | None = None,
+                 manifest: bool = True) -> None:
         self.model, self.items, self.box = model, list(items), int(box)
         self.outdir = Path(outdir)
         self.pick_config = pick_config or picking.PickConfig()
         self.config = config or BatchConfig()
         if self.config.fmt not in SUFFIXES:
             raise DeepPickerError(f"unknown coordinates format {self.config.fmt!r}")
-        self.layout = layout or (lambda item: self.outdir / f"{item.stem}{SUFFIXES[self.config.fmt]}")
+        suffix = SUFFIXES[self.config.fmt]
+        self.layout = layout or (lambda item: self.outdir / f"{item.stem}{suffix}")
         self.on_picked, self.device = on_picked, device
         self.should_stop = should_stop or (lambda: False)
+        self.manifest = manifest
         self.outputs = [Path(self.layout(item)) for item in self.items]
         seen: dict[Path, MicrographItem] = {}
         for item, out in zip(self.items, self.outputs):
@@ -217,9 +206,10 @@ class BatchPicker:
         settings = self.settings
         skip = self.config.resume and not self.config.overwrite
         finished = [skip and out.is_file() for out in self.outputs]
-        if not self.config.overwrite:
-            check_settings(self.outdir, settings, any(out.is_file() for out in self.outputs))
-        write_manifest(self.outdir, settings, status="running")
+        if self.manifest:
+            if not self.config.overwrite:
+                check_settings(self.outdir, settings, any(out.is_file() for out in self.outputs))
+            write_manifest(self.outdir, settings, status="running")
         total, done = len(self.items), 0
         todo = []
         for item, out, is_done in zip(self.items, self.outputs, finished):
@@ -231,22 +221,30 @@ class BatchPicker:
             n = len(coordinate_rows(out, self.box))
             self.n_picks += n
             yield BatchProgress(done, total, item, "skipped", n, out)
-        for k, result, error, seconds in self._compute(todo):
-            item, out = todo[k]
-            done += 1
-            if error is not None:
-                logger.warning("%s", error)
-                self.counts["failed"] += 1
-                yield BatchProgress(done, total, item, "failed", error=str(error), seconds=seconds)
-            else:
-                self._commit(item, out, result)
-                yield BatchProgress(done, total, item, "picked", len(result.picks), out,
-                                    seconds=seconds)
-            if self.should_stop():
-                logger.info("stopped after %d of %d micrographs", done, total)
-                return
+        stream = self._compute(todo)
+        try:
+            for k, result, error, seconds in stream:
+                item, out = todo[k]
+                done += 1
+                if error is not None:
+                    logger.warning("%s", error)
+                    self.counts["failed"] += 1
+                    yield BatchProgress(done, total, item, "failed", error=str(error),
+                                        seconds=seconds)
+                else:
+                    self._commit(item, out, result)
+                    yield BatchProgress(done, total, item, "picked", len(result.picks), out,
+                                        seconds=seconds)
+                if self.should_stop():
+                    logger.info("stopped after %d of %d micrographs", done, total)
+                    return
+        finally:
+            stream.close()  # stops the reader thread, or cancels the cluster's tasks
         self.write_combined()
         self.completed = True
+        if self.manifest:
+            write_manifest(self.outdir, settings, status="complete", counts=self.counts,
+                           n_picks=self.n_picks)
 
     def _compute(self, todo) -> Iterator[tuple[int, PickResult | None, Exception | None, float]]:
         """Pick ``todo`` in process with a reader thread; yield (index, result, error, seconds).
@@ -254,6 +252,8 @@ class BatchPicker:
         Subclasses (the Dask runner) may yield in any order.
         """
         size = max(1, int(self.config.batch_size))
+        if self.pick_config.threshold == "auto":
+            size = 1  # each micrograph is then picked against its own null (pick_micrograph)
         reader = ReadAhead([item.path for item, _ in todo], lambda p: read_checked(p, self.box),
                            depth=max(self.config.read_ahead, size))
         with reader:
@@ -275,7 +275,8 @@ class BatchPicker:
                     group = []
             yield from self._flush(group)
 
-    def _flush(self, group: list) -> Iterator[tuple[int, PickResult | None, Exception | None, float]]:
+    def _flush(self, group: list) -> Iterator[tuple]:
+        """Pick a group of read micrographs (one forward pass when > 1); same yields as above."""
         if len(group) > 1:
             start = time.perf_counter()
             try:
@@ -286,7 +287,8 @@ class BatchPicker:
             if found is not None:
                 share = (time.perf_counter() - start) / len(group)
                 for (k, mic), (picks, score_map) in zip(group, found):
-                    yield k, PickResult(picks, score_map, mic.data.shape, mic.pixel_size), None, share
+                    result = PickResult(picks, score_map, mic.data.shape, mic.pixel_size)
+                    yield k, result, None, share
                 return
         for k, mic in group:
             start = time.perf_counter()

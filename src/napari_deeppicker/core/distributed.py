@@ -121,7 +121,8 @@ def worker_model(payload: dict, device: str = "auto"):
     model = _MODELS.get(key)
     if model is None:
         net = DeepPickerNet()
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in payload["state"].items()})
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in payload["state"].items()}
+        net.load_state_dict(state)
         net.eval()
         model = PickerModel(net, PreprocessConfig.from_dict(payload["preprocess"]),
                             dict(payload.get("metadata", {})))
@@ -218,7 +219,7 @@ class DaskBatchPicker(BatchPicker):
                 path = todo[k][0].path
                 try:
                     found = future.result()
-                except Exception as err:  # noqa: BLE001 - a task failing for good (e.g. KilledWorker)
+                except Exception as err:  # noqa: BLE001 - failed for good, e.g. KilledWorker
                     logger.warning("%s: the task failed on the cluster: %r", path, err)
                     yield k, None, DeepPickerError(f"{path}: failed on the cluster ({err!r})"), 0.0
                 else:

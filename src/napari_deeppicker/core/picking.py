@@ -27,8 +27,9 @@ class PickConfig:
 
     Parameters
     ----------
-    threshold : float
-        Keep picks scoring above this.
+    threshold : float or "auto"
+        Keep picks scoring above this; "auto": per micrograph, against its phase-randomised
+        null (:func:`napari_deeppicker.core.calibration.pick_auto`, used by :func:`pick_micrograph`).
     top_n : int, optional
         Keep at most this many picks per micrograph (after the threshold).
     min_distance : float
@@ -49,7 +50,7 @@ class PickConfig:
         Score-map step in pixels of the rescaled image (box = 64 px): 4, 2 or 1.
     """
 
-    threshold: float = 0.5
+    threshold: float | str = 0.5
     top_n: int | None = None
     min_distance: float = 0.4
     ice_factor: float = 4.0
@@ -271,6 +272,10 @@ def pick_micrograph(model, image: np.ndarray, box: float, config: PickConfig | N
         The dense map (before ice cleaning), for display or saving.
     """
     config = config or PickConfig()
+    if config.threshold == "auto":  # the threshold chosen is in picks.attrs["threshold"]
+        from napari_deeppicker.core.calibration import pick_auto
+
+        return pick_auto(model, image, box, config, device)[:2]
     prepared = prepare_micrograph(image, box, model.preprocess, keep_unclipped=True)
     score_map = score_prepared(model, prepared, config.step, device, _edge_pad(config))
     picks = find_picks(score_map, prepared, box, config, image_shape=np.asarray(image).shape)

@@ -28,6 +28,7 @@ from ._batch_outputs import (
     write_manifest,
 )
 from .batch import BatchConfig, BatchPicker, BatchProgress, MicrographItem, batch_settings
+from .errors import MicrographError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ def file_complete(path: Path) -> bool:
     except (ValueError, OSError):
         return False
     return True
+
+
+def _state(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, None when it vanished."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 class FolderWatcher:
@@ -94,14 +104,13 @@ class FolderWatcher:
         self.counts = {"picked": 0, "failed": 0, "skipped": 0}
         self.n_picks = 0
         if not self.folder.is_dir():
-            from .errors import MicrographError
-
             raise MicrographError(f"{self.folder}: no such folder to watch")
 
     def _picker(self, items: list[MicrographItem]) -> BatchPicker:
         config = replace(self.config, combined=None, resume=True, overwrite=False)
         return BatchPicker(self.model, items, self.box, self.outdir, pick_config=self.pick_config,
-                           config=config, device=self.device, on_picked=self.on_picked)
+                           config=config, device=self.device, on_picked=self.on_picked,
+                           manifest=False)
 
     def _scan(self) -> list[Path]:
         found: dict[Path, None] = {}
@@ -127,7 +136,8 @@ class FolderWatcher:
             for out in outputs.values():
                 out.unlink(missing_ok=True)
         settings = batch_settings(self.model, self.box, self.pick_config, self.config.fmt)
-        check_settings(self.outdir, settings, any(out.is_file() for out in outputs.values()))
+        if not self.config.overwrite:
+            check_settings(self.outdir, settings, any(out.is_file() for out in outputs.values()))
         write_manifest(self.outdir, settings, status="watching")
         done = {item.path for item, out in outputs.items() if out.is_file()}
         picks_path, listing = BatchPicker(self.model, [], self.box, self.outdir,
@@ -166,11 +176,9 @@ class FolderWatcher:
             for path in self._scan():
                 if path in done:
                     continue
-                try:
-                    stat = path.stat()
-                except OSError:
+                state = _state(path)
+                if state is None:
                     continue
-                state = (stat.st_size, stat.st_mtime_ns)
                 if failed.get(path) == state:
                     continue
                 other = stems.setdefault(self._item(path).stem, path)
@@ -194,7 +202,7 @@ class FolderWatcher:
                     path = progress.item.path
                     seen.pop(path, None)
                     if progress.status == "failed":
-                        failed[path] = (path.stat().st_size, path.stat().st_mtime_ns)
+                        failed[path] = _state(path)
                         self.counts["failed"] += 1
                     else:
                         done.add(path)
