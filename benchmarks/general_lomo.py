@@ -9,7 +9,8 @@ recipe without that molecule (and without the ``ring`` synthetic shape family), 
 Every candidate pick (threshold 0) is kept together with the candidates on the phase-randomised
 null of each micrograph, so that the threshold rules (0.5, automatic, oracle best) are compared
 on the same picks. With ``--self-train`` one round of the paper's self-training follows on the
-held-out molecule, its positives chosen with the automatic threshold.
+held-out molecule, its positives chosen with the automatic threshold (runs stored before the
+Otsu rule was adopted record ``selftrain_rule`` "auto_null_fdr0.1", capped at 0.99).
 
 Usage::
 
@@ -36,7 +37,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import train_general as tg  # noqa: E402
 
-from napari_deeppicker.core.calibration import null_image, threshold_from_null  # noqa: E402
+from napari_deeppicker.core.calibration import (  # noqa: E402
+    null_image,
+    otsu_threshold,
+    threshold_from_null,
+)
 from napari_deeppicker.core.evaluation import evaluate  # noqa: E402
 from napari_deeppicker.core.model import load_model, save_model  # noqa: E402
 from napari_deeppicker.core.picking import PickConfig, pick_micrograph  # noqa: E402
@@ -105,11 +110,11 @@ def cmd_run(args) -> None:
 
 
 def self_train(model, images, refs, box, nulls, picks) -> dict:
-    """One round of self-training with positives above the automatic threshold."""
+    """One round of self-training with positives above the automatic (Otsu) threshold."""
     from napari_deeppicker.core.selftrain import SelfTrainer
     from napari_deeppicker.core.training import TrainConfig
 
-    thresholds = [threshold_from_null(picks[k]["score"].to_numpy(), nulls[k]) for k in images]
+    thresholds = [otsu_threshold(picks[k]["score"].to_numpy()) for k in images]
     threshold = float(np.median(thresholds))
     start = time.perf_counter()
     trainer = SelfTrainer(model, list(images.values()), box, iterations=1,
@@ -120,15 +125,17 @@ def self_train(model, images, refs, box, nulls, picks) -> dict:
     seconds = time.perf_counter() - start
     p, n, s = candidates(trainer.model, images, lambda name: box)
     return {"box": box, "picks": p, "nulls": n, "refs": refs, "pick_seconds": s,
-            "selftrain_seconds": seconds, "selftrain_threshold": threshold}
+            "selftrain_seconds": seconds, "selftrain_threshold": threshold, "selftrain_rule": "auto_otsu"}
 
 
 def rules(test: dict) -> dict:
-    """Per-micrograph thresholds of each rule: fixed 0.5 and the null-based automatic ones."""
-    out = {"fixed_0.5": {k: 0.5 for k in test["picks"]}}
-    for fdr in (0.05, 0.1, 0.2):
-        out[f"auto_fdr{fdr}"] = {k: threshold_from_null(p["score"].to_numpy(), test["nulls"][k], max_fdr=fdr)
-                                 for k, p in test["picks"].items()}
+    """Per-micrograph thresholds of each rule: fixed levels and the automatic ones."""
+    picks = test["picks"]
+    out = {f"fixed_{t}": {k: t for k in picks} for t in (0.5, 0.9, 0.99)}
+    out["auto_otsu"] = {k: otsu_threshold(p["score"].to_numpy()) for k, p in picks.items()}
+    for fdr in (0.1, 0.2):
+        out[f"auto_null_fdr{fdr}"] = {k: threshold_from_null(p["score"].to_numpy(), test["nulls"][k], max_fdr=fdr)
+                                      for k, p in picks.items()}
     return out
 
 
@@ -165,7 +172,9 @@ def summarise_test(test: dict) -> dict:
                      "threshold_median": float(np.median(list(thresholds.values())))}
     noise = np.concatenate(list(test["nulls"].values()))
     row["null_max_score"] = float(noise.max()) if noise.size else float("nan")
-    for key in ("pick_seconds", "selftrain_seconds", "selftrain_threshold"):
+    if "selftrain_threshold" in test:
+        row["selftrain_rule"] = "auto_null_fdr0.1 capped at 0.99"
+    for key in ("pick_seconds", "selftrain_seconds", "selftrain_threshold", "selftrain_rule"):
         if key in test:
             row[key] = test[key]
     return row
@@ -183,7 +192,7 @@ def cmd_report(args) -> None:
                    "epochs_run": result["training"].get("epochs_run"), **summarise_test(test)}
             rows.append(row)
             log.info("%-15s %-9s %-18s best-F1 %s  0.5: %s  auto: %s", row["recipe"], row["held_out"], name,
-                     row.get("best_f1", row.get("best_f1_by_box")), _fmt(row["fixed_0.5"]), _fmt(row["auto_fdr0.1"]))
+                     row.get("best_f1", row.get("best_f1_by_box")), _fmt(row["fixed_0.5"]), _fmt(row["auto_otsu"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
 

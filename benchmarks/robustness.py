@@ -60,15 +60,21 @@ def defocus_series(args, work: Path, extra) -> dict:
                                               float(xy.attrs["simulation"]["pixel_size"])))
             refs[stem] = xy
     log.info("defocus series: %d micrographs simulated; picking", len(mics))
-    overall, _ = run_deeppicker(args.box, args.model, mics, refs, work / "defocus_pick", 0, extra)
-    every = load_picks(work / "defocus_pick" / "all", refs)
-    default = load_picks(work / "defocus_pick" / "default", refs)
+    curves = {}
+    overall, _ = run_deeppicker(args.box, args.model, mics, refs, work / "defocus_pick", 0, extra,
+                                None, curves)
+    auto, _ = run_deeppicker(args.box, args.model, mics, refs, work / "defocus_auto", 0, extra,
+                             "auto", curves)
+    every = load_picks(work / "defocus_pick" / "curve", refs)
+    default = load_picks(work / "defocus_pick" / "picks", refs)
+    automatic = load_picks(work / "defocus_auto" / "picks", refs)
     rows = []
     for d in args.defocus:
         stems = [s for s in refs if s.startswith(f"defocus{d:.1f}_")]
         sub_refs = {s: refs[s] for s in stems}
         rep = evaluate({s: every[s] for s in stems}, sub_refs, args.box)
         at_default = evaluate({s: default[s] for s in stems}, sub_refs, args.box).overall
+        at_auto = evaluate({s: automatic[s] for s in stems}, sub_refs, args.box).overall
         n_ref = rep.overall["n_reference"]
         top = rep.curve.iloc[min(n_ref, len(rep.curve)) - 1] if len(rep.curve) else None
         rows.append({
@@ -76,16 +82,18 @@ def defocus_series(args, work: Path, extra) -> dict:
             "recall_default": at_default["recall"], "precision_default": at_default["precision"],
             "f1_default": at_default["f1"], "n_picks_default": at_default["n_picks"],
             "centre_error_default": at_default["centre_error"],
+            "recall_auto": at_auto["recall"], "precision_auto": at_auto["precision"],
+            "f1_auto": at_auto["f1"], "n_picks_auto": at_auto["n_picks"],
             "recall_at_0.5": rep.at_threshold(0.5)["recall"],
             "precision_at_0.5": rep.at_threshold(0.5)["precision"],
             "recall_top_n_true": None if top is None else float(top["recall"]),
             "best_f1": rep.best_f1, "average_precision": rep.average_precision})
-        log.info("defocus %.1f um: recall %.3f (default) %.3f (0.5), best F1 %.3f, AP %.3f", d,
-                 rows[-1]["recall_default"], rows[-1]["recall_at_0.5"], rep.best_f1, rep.average_precision)
+        log.info("defocus %.1f um: recall %.3f (default) %.3f (auto), best F1 %.3f, AP %.3f", d,
+                 rows[-1]["recall_default"], rows[-1]["recall_auto"], rep.best_f1, rep.average_precision)
     return {"shape": args.shape, "shape_seed": args.shape_seed, "box": args.box, "size": args.size,
             "dose": args.dose, "seeds": [1000 + s for s in range(args.n)], "rows": rows,
-            "commands": overall["commands"], "overall": {k: overall[k] for k in
-                                                         ("best_f1", "average_precision")}}
+            "commands": overall["commands"] + auto["commands"][:1],
+            "overall": {k: overall[k] for k in ("best_f1", "average_precision")}}
 
 
 def noise_inputs(args, work: Path) -> list[dict]:
@@ -128,6 +136,10 @@ def noise_test(args, work: Path, extra) -> tuple[list, dict]:
                             "--model", args.model, "--box", str(group["box"]), "--scores",
                             "--device", "cpu", "--out", str(out), *extra])
         picks = load_picks(out, [p.stem for p in group["paths"]])
+        auto = run_timed([*deeppicker_cmd(), "pick", *[str(p) for p in group["paths"]],
+                          "--model", args.model, "--box", str(group["box"]), "--threshold", "auto",
+                          "--device", "cpu", "--out", str(out.with_name(out.name + "_auto")), *extra])
+        auto_picks = load_picks(out.with_name(out.name + "_auto"), [p.stem for p in group["paths"]])
         values = np.concatenate([np.asarray(read_micrograph(out / f"{p.stem}_scores.mrc").data).ravel()
                                  for p in group["paths"]])
         maps[group["name"]] = values
@@ -139,10 +151,11 @@ def noise_test(args, work: Path, extra) -> tuple[list, dict]:
                      "max_score": summary["max"], "p99_score": summary["p99"],
                      "fraction_above_0.5": summary["fraction_above"], "picks_above_0.5": n_above,
                      "picks_at_default_threshold": int(sum(len(p) for p in picks.values())),
-                     "command": timing["command"]})
-        log.info("%s: max %.3f, fraction > 0.5 %.2e, picks > 0.5: %d, default picks: %d",
+                     "picks_threshold_auto": int(sum(len(p) for p in auto_picks.values())),
+                     "commands": [timing["command"], auto["command"]]})
+        log.info("%s: max %.3f, fraction > 0.5 %.2e, picks > 0.5: %d, default picks: %d, auto: %d",
                  group["name"], summary["max"], summary["fraction_above"], n_above,
-                 rows[-1]["picks_at_default_threshold"])
+                 rows[-1]["picks_at_default_threshold"], rows[-1]["picks_threshold_auto"])
     return rows, maps
 
 
@@ -161,12 +174,15 @@ def plot_defocus(result: dict, path: Path, model: str) -> None:
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for key, label, style in (("recall_default", "recall, default threshold", "o-"),
-                              ("recall_at_0.5", "recall, score > 0.5", "s--"),
-                              ("recall_top_n_true", "recall, top N (N = true count)", "^:"),
-                              ("best_f1", "best F1", "D-"),
-                              ("average_precision", "average precision", "v-")):
-        ax.plot(d, [np.nan if r[key] is None else r[key] for r in rows], style, label=label)
+    for key, label, style, colour in (
+            ("recall_default", "recall, CLI default threshold", "o-", "C0"),
+            ("recall_auto", "recall, --threshold auto", "s-", "C1"),
+            ("precision_auto", "precision, --threshold auto", "s:", "C1"),
+            ("recall_top_n_true", "recall, top N (N = true count)", "^--", "C2"),
+            ("best_f1", "best F1 over thresholds", "D-", "C3"),
+            ("average_precision", "average precision", "v-", "C4")):
+        ax.plot(d, [np.nan if r[key] is None else r[key] for r in rows], style, color=colour,
+                label=label)
     ax.set(xlabel="defocus (underfocus, um)", ylabel="fraction", ylim=(0, 1.02),
            title=f"Recall against defocus: model '{display(model)}', simulated '{result['shape']}' "
                  f"(variant {result['shape_seed']})\nbox {result['box']} px, "
@@ -196,7 +212,8 @@ def plot_noise(rows: list, maps: dict, path: Path, model: str) -> None:
         style = "-" if row["kind"] == "null" else "--"
         ax.step(bins[1:], np.where(frac > 0, frac, np.nan), where="pre", ls=style,
                 color=f"C{datasets.index(row['dataset'])}",
-                label=f"{row['group']}: max {row['max_score']:.2f}, picks>0.5: {row['picks_above_0.5']}")
+                label=f"{row['group']}: max {row['max_score']:.2f}; picks > 0.5: "
+                      f"{row['picks_above_0.5']}, at auto: {row['picks_threshold_auto']}")
     ax.axvline(0.5, color="k", lw=0.8)
     ax.text(0.51, 0.02, "0.5: no particle-free\nposition may score above", transform=ax.transAxes,
             fontsize=7, va="bottom")

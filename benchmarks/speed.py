@@ -77,8 +77,9 @@ def large_case(workdir: Path, size=(3838, 3710), box: int = 180, repeat: int = 3
 
         loaded = load_model(model)
     stages = stage_times(image, box, loaded, repeat)
+    # A fresh output folder per run: `pick --resume` (the default) would skip a finished micrograph.
     runs = [timed_cli(["pick", str(mic), "--model", str(model), "--box", str(box),
-                       "--out", str(workdir / "picks"), "--device", "cpu"]) for _ in range(repeat)]
+                       "--out", str(workdir / f"picks{k}"), "--device", "cpu"]) for k in range(repeat)]
     return {
         "micrograph": f"{cols} x {rows}", "box": box, "model": model, "threads": os.cpu_count(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

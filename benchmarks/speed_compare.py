@@ -53,10 +53,15 @@ def topaz_run(python: str, rset: RealSet, mics, work: Path) -> dict:
             "peak_rss_mb": max(a["peak_rss_mb"], b["peak_rss_mb"]), "preprocess": a, "extract": b}
 
 
-def deeppicker_run(model: str, box: int, mics, out: Path) -> dict:
-    """``deeppicker pick`` with its defaults on these micrographs in one process."""
+DP_VARIANTS = {"deeppicker": [], "deeppicker_auto": ["--threshold", "auto"]}
+LABELS = {"deeppicker": "deeppicker pick", "deeppicker_auto": "deeppicker pick --threshold auto",
+          "topaz": "Topaz preprocess + extract"}
+
+
+def deeppicker_run(model: str, box: int, mics, out: Path, options=()) -> dict:
+    """``deeppicker pick`` (its defaults plus ``options``) on these micrographs in one process."""
     cmd = [*deeppicker_cmd(), "pick", *[str(m) for m in mics], "--model", model, "--box", str(box),
-           "--device", "cpu", "--out", str(out)]
+           "--device", "cpu", "--out", str(out), *options]
     run = run_timed(cmd)
     summary = out / "pick_summary.json"
     if summary.is_file():
@@ -65,39 +70,43 @@ def deeppicker_run(model: str, box: int, mics, out: Path) -> dict:
     return run
 
 
-def compare(name: str, rset: RealSet, mics, model: str, python: str | None, work: Path) -> dict:
+def compare(name: str, rset: RealSet, mics, model: str, python: str | None, work: Path,
+            variants=tuple(DP_VARIANTS)) -> dict:
     """Both tools on ``mics``: one process per micrograph, then one process for all."""
-    per_mic = {"deeppicker": [], "topaz": []}
+    tools = [*variants, *(["topaz"] if python else [])]
+
+    def run(tool, paths, where):
+        if tool == "topaz":
+            return topaz_run(python, rset, paths, where)
+        return deeppicker_run(model, rset.box, paths, where, DP_VARIANTS[tool])
+
+    per_mic = {tool: [] for tool in tools}
     for k, mic in enumerate(mics):
-        per_mic["deeppicker"].append(deeppicker_run(model, rset.box, [mic], work / f"dp{k}"))
-        if python:
-            per_mic["topaz"].append(topaz_run(python, rset, [mic], work / f"tz{k}"))
-        log.info("%s %s: deeppicker %.2f s %.0f MB%s", name, mic.name, per_mic["deeppicker"][-1]["wall_s"],
-                 per_mic["deeppicker"][-1]["peak_rss_mb"],
-                 f"; topaz {per_mic['topaz'][-1]['wall_s']:.2f} s {per_mic['topaz'][-1]['peak_rss_mb']:.0f} MB"
-                 if python else "")
-    batch = {"deeppicker": deeppicker_run(model, rset.box, mics, work / "dp_batch")}
-    if python:
-        batch["topaz"] = topaz_run(python, rset, mics, work / "tz_batch")
+        for tool in tools:
+            per_mic[tool].append(run(tool, [mic], work / f"{tool}_{k}"))
+        log.info("%s %s: %s", name, mic.name, "; ".join(
+            f"{t} {per_mic[t][-1]['wall_s']:.2f} s (CPU {per_mic[t][-1]['cpu_s']:.1f} s) "
+            f"{per_mic[t][-1]['peak_rss_mb']:.0f} MB" for t in tools))
+    batch = {tool: run(tool, mics, work / f"{tool}_batch") for tool in tools}
     out = {"box": rset.box, "n_micrographs": len(mics), "micrographs": [m.name for m in mics],
            "image_shape": list(_shape(mics[0])), "topaz_scale": rset.topaz_scale,
-           "topaz_radius": rset.topaz_radius, "per_micrograph_process": per_mic, "batch": batch}
-    for tool in batch:
+           "topaz_radius": rset.topaz_radius, "tools": {t: LABELS[t] for t in tools},
+           "per_micrograph_process": per_mic, "batch": batch}
+    for tool in tools:
         out[f"{tool}_single_wall_s_median"] = float(np.median([r["wall_s"] for r in per_mic[tool]]))
         out[f"{tool}_single_cpu_s_median"] = float(np.median([r["cpu_s"] for r in per_mic[tool]]))
         out[f"{tool}_single_peak_mb_max"] = max(r["peak_rss_mb"] for r in per_mic[tool])
         out[f"{tool}_batch_wall_s_per_micrograph"] = batch[tool]["wall_s"] / len(mics)
         out[f"{tool}_batch_cpu_s_per_micrograph"] = batch[tool]["cpu_s"] / len(mics)
         out[f"{tool}_batch_peak_mb"] = batch[tool]["peak_rss_mb"]
-    inside = batch["deeppicker"].get("in_process_s") or []
-    out["deeppicker_in_process_s_median"] = float(np.median(inside)) if inside else None
-    if python:
-        out["speedup_single"] = out["topaz_single_wall_s_median"] / out["deeppicker_single_wall_s_median"]
-        out["speedup_batch"] = (out["topaz_batch_wall_s_per_micrograph"]
-                                / out["deeppicker_batch_wall_s_per_micrograph"])
-        out["cpu_ratio_single"] = out["topaz_single_cpu_s_median"] / out["deeppicker_single_cpu_s_median"]
-        out["cpu_ratio_batch"] = (out["topaz_batch_cpu_s_per_micrograph"]
-                                  / out["deeppicker_batch_cpu_s_per_micrograph"])
+        inside = batch[tool].get("in_process_s") or []
+        if tool != "topaz":
+            out[f"{tool}_in_process_s_median"] = float(np.median(inside)) if inside else None
+    for tool in (t for t in tools if python and t != "topaz"):
+        for what, key in (("wall", "single_wall_s_median"), ("cpu", "single_cpu_s_median"),
+                          ("batch_wall", "batch_wall_s_per_micrograph"),
+                          ("batch_cpu", "batch_cpu_s_per_micrograph")):
+            out[f"topaz_over_{tool}_{what}"] = out[f"topaz_{key}"] / out[f"{tool}_{key}"]
     return out
 
 
@@ -175,20 +184,22 @@ def plot(result: dict, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax_t, ax_m, ax_tr = fig.subplots(1, 3, width_ratios=[2, 2, 1.2])
     x = np.arange(len(cases))
-    for k, (tool, colour) in enumerate((("deeppicker", "C0"), ("topaz", "C1"))):
-        if not all(f"{tool}_single_wall_s_median" in result["cases"][c] for c in cases):
-            continue
-        name = "deeppicker pick" if tool == "deeppicker" else "Topaz preprocess + extract"
+    tools = [t for t in ("deeppicker", "deeppicker_auto", "topaz")
+             if all(f"{t}_single_wall_s_median" in result["cases"][c] for c in cases)]
+    width = 0.8 / max(len(tools), 1)
+    for k, tool in enumerate(tools):
+        colour = {"deeppicker": "C0", "deeppicker_auto": "C2", "topaz": "C1"}[tool]
+        name = LABELS[tool]
         single = [result["cases"][c][f"{tool}_single_wall_s_median"] for c in cases]
         cpu = [result["cases"][c][f"{tool}_single_cpu_s_median"] for c in cases]
         batch = [result["cases"][c][f"{tool}_batch_wall_s_per_micrograph"] for c in cases]
         mem = [result["cases"][c][f"{tool}_single_peak_mb_max"] / 1024 for c in cases]
-        pos = x + (k - 0.5) * 0.38
-        ax_t.bar(pos, single, 0.36, color=colour, alpha=0.4, label=f"{name}: wall time")
-        ax_t.bar(pos, cpu, 0.2, color=colour, label=f"{name}: CPU time (user + sys)")
+        pos = x + (k - (len(tools) - 1) / 2) * width
+        ax_t.bar(pos, single, width * 0.95, color=colour, alpha=0.4, label=f"{name}: wall time")
+        ax_t.bar(pos, cpu, width * 0.55, color=colour, label=f"{name}: CPU time (user + sys)")
         ax_t.plot(pos, batch, "_", color="k", ms=16, mew=2,
                   label="wall time per micrograph in a batch" if k == 0 else None)
-        bars = ax_m.bar(pos, mem, 0.36, color=colour, label=name)
+        bars = ax_m.bar(pos, mem, width * 0.95, color=colour, label=name)
         ax_m.bar_label(bars, fmt="%.2f", fontsize=7)
         for p, w, c in zip(pos, single, cpu):
             ax_t.annotate(f"{w:.1f}", (p, w), ha="center", va="bottom", fontsize=7)
@@ -211,14 +222,15 @@ def plot(result: dict, path: Path) -> None:
                          fontsize=8)
         for p, v in enumerate([tr["seconds_per_epoch_median"], tr["total_s"]]):
             ax_tr.annotate(f"{v:.0f} s", (p, v), ha="center", va="bottom", fontsize=8)
-        ax_tr.set(ylabel="seconds", title=f"Training, {tr['n_particles']:,} particles\n(+ as many negatives)")
+        ax_tr.set(ylabel="wall time (s)", title=f"Training, {tr['n_particles']:,} particles "
+                  f"(+ as many\nnegatives); load average {tr['load_average'][0]:g}")
         ax_tr.title.set_fontsize(10)
     else:
         ax_tr.set_axis_off()
-    load = result["provenance"]["load_average_start"][0]
+    loads = [r["load_average_start"][0] for r in result.get("runs", [result["provenance"]])]
     fig.suptitle(f"deeppicker vs Topaz 0.3.20 on {result['provenance']['machine']['nproc']} CPU cores "
-                 f"({result['provenance']['machine']['cpu_model']}), load average {load} at start",
-                 fontsize=10)
+                 f"({result['provenance']['machine']['cpu_model']}), shared: 1-min load average "
+                 f"{min(loads):g}-{max(loads):g} at the start of the runs", fontsize=10)
     fig.savefig(path, dpi=110)
     log.info("wrote %s", path)
 
@@ -232,6 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=3, help="real micrographs per set")
     parser.add_argument("--cases", nargs="+", default=["betagal", "ribosome", "large", "training"],
                         choices=["betagal", "ribosome", "large", "training"])
+    parser.add_argument("--variants", nargs="+", default=list(DP_VARIANTS), choices=list(DP_VARIANTS),
+                        help="deeppicker settings timed: its defaults and/or --threshold auto")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (fixed, no early stop)")
     parser.add_argument("--particles", type=int, default=10_000, help="training particles")
     parser.add_argument("--no-topaz", action="store_true", help="skip Topaz (dry runs)")
@@ -240,18 +254,29 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, default=IMAGES)
     parser.add_argument("--tag", default="", help="suffix for the plot name (dry runs)")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out")
+    parser.add_argument("--merge", action="store_true",
+                        help="update the cases run now in an existing --out (e.g. re-timing one "
+                             "case when the machine is less loaded), keeping the others")
     args = parser.parse_args(argv)
     setup_logging()
     if args.replot:
         plot(json.loads(args.out.read_text()), args.images / f"bench_speed{args.tag}.png")
         return 0
     python = None if args.no_topaz else topaz_python(args.topaz_python)
-    result = {"provenance": provenance(), "model": args.model, "cases": {}}
+    prov = provenance()
+    result = {"provenance": prov, "model": args.model, "cases": {}, "runs": []}
+    if args.merge and args.out.is_file():
+        result = json.loads(args.out.read_text())
+        result.setdefault("runs", [])
+        if result.get("model") != args.model:
+            raise SystemExit(f"{args.out} was made with model {result.get('model')!r}, not {args.model!r}")
+    result["runs"].append({**prov, "cases": args.cases})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for key in [c for c in args.cases if c in SETS]:
             mics = SETS[key].micrographs()[: args.n]
-            result["cases"][key] = compare(key, SETS[key], mics, args.model, python, work / key)
+            result["cases"][key] = compare(key, SETS[key], mics, args.model, python, work / key, args.variants)
+            result["cases"][key].update(date=prov["date"], load_average_end=loadavg())
             write_json(args.out, result)
         if "large" in args.cases:
             from speed import large_case
@@ -259,11 +284,13 @@ def main(argv=None) -> int:
             (work / "large").mkdir()
             result["large_stages"] = large_case(work / "large", box=LARGE.box, repeat=1, model=args.model)
             mic = work / "large" / "large.mrc"
-            result["cases"]["large"] = compare("large", LARGE, [mic], args.model, python, work / "large_cmp")
+            result["cases"]["large"] = compare("large", LARGE, [mic], args.model, python, work / "large_cmp",
+                                             args.variants)
+            result["cases"]["large"].update(date=prov["date"], load_average_end=loadavg())
             write_json(args.out, result)
         if "training" in args.cases:
             log.info("training on %d particles for %d epochs", args.particles, args.epochs)
-            result["training"] = training(args.epochs, args.particles)
+            result["training"] = {**training(args.epochs, args.particles), "date": prov["date"]}
     result["load_average_end"] = loadavg()
     write_json(args.out, result)
     plot(result, args.images / f"bench_speed{args.tag}.png")

@@ -35,6 +35,7 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -103,6 +104,7 @@ def run_topaz(python: str, rset, mics, refs, workdir: Path, reuse: bool = False)
     picks = read_topaz_picks(table, [m.stem for m in mics])
     summary, report = summarise(picks, refs, rset.box,
                                 {"at_default_threshold": TOPAZ_DEFAULT_T, "at_score_0": 0.0})
+    summary["threshold_option"] = "default threshold"
     summary["default_threshold_note"] = ("extract's default -t -6 (log-likelihood ratio; keeps "
                                          "almost every candidate); score 0 is p = 0.5")
     summary.update(timing=timing, commands=[timing["preprocess"]["command"], timing["extract"]["command"]],
@@ -112,35 +114,48 @@ def run_topaz(python: str, rset, mics, refs, workdir: Path, reuse: bool = False)
 
 
 def run_deeppicker(box: int, model: str, mics, refs, workdir: Path, self_train: int = 0,
-                   extra: list[str] = ()):
-    """``deeppicker pick`` at its defaults, then at ``--threshold 0`` for the curves.
+                   extra=(), threshold: str | None = None, curves: dict | None = None):
+    """``deeppicker pick`` as a user runs it, then at ``--threshold 0`` for the curves.
 
-    With ``self_train`` > 0 the default run self-trains and saves its model, which the
-    ``--threshold 0`` run then uses, so both describe the same self-trained model.
+    ``threshold`` None keeps the CLI default; otherwise it is passed as ``--threshold``. With
+    ``self_train`` > 0 the first run self-trains and saves its model, which the ``--threshold 0``
+    run then uses, so both describe the same model. ``curves`` caches the ``--threshold 0`` picks
+    by model, so variants that differ only by threshold share one curve run.
     """
     stems = [m.stem for m in mics]
     base = [*deeppicker_cmd(), "pick", *[str(m) for m in mics], "--box", str(box),
             "--device", "cpu", *extra]
     model_used = model
-    default_cmd = [*base, "--model", model, "--out", str(workdir / "default")]
+    out = workdir / "picks"
+    shutil.rmtree(out, ignore_errors=True)  # never let --resume reuse an earlier run's files
+    cmd = [*base, "--model", model, "--out", str(out)]
+    cmd += [] if threshold is None else ["--threshold", str(threshold)]
     if self_train:
         model_used = str(workdir / "selftrained.safetensors")
-        default_cmd += ["--self-train", str(self_train), "--save-model", model_used]
-    t_default = run_timed(default_cmd)
-    t_all = run_timed([*base, "--model", model_used, "--threshold", "0", "--out", str(workdir / "all")])
-    default = load_picks(workdir / "default", stems)
-    every = load_picks(workdir / "all", stems)
+        cmd += ["--self-train", str(self_train), "--save-model", model_used]
+    t_default = run_timed(cmd)
+    default = load_picks(out, stems)
+    curves = {} if curves is None else curves
+    if model_used not in curves:
+        out_all = workdir / "curve"
+        shutil.rmtree(out_all, ignore_errors=True)
+        t_all = run_timed([*base, "--model", model_used, "--threshold", "0", "--out", str(out_all)])
+        curves[model_used] = (load_picks(out_all, stems), t_all, workdir.name)
+    every, t_all, owner = curves[model_used]
     summary, report = summarise(every, refs, box, {})
+    summary["curve_run"] = owner
+    summary["self_train"] = self_train
     summary["at_default_threshold"] = at_picks(default, refs, box)
-    # The curve run must contain each micrograph's default picks (same model, lower threshold);
-    # the lowest score kept per micrograph is the threshold actually applied there.
+    summary["threshold_option"] = "CLI default" if threshold is None else f"--threshold {threshold}"
+    # The curve run must contain each micrograph's picks (same model, lower threshold); the
+    # lowest score kept per micrograph is the threshold actually applied there.
     lows = {k: float(p["score"].min()) for k, p in default.items() if len(p)}
     summary["at_default_threshold"]["lowest_score_kept"] = (
         {"min": min(lows.values()), "median": float(np.median(list(lows.values()))),
          "max": max(lows.values())} if lows else None)
     summary["curve_run_consistent"] = all(
         int((every[k]["score"] >= low).sum()) == len(default[k]) for k, low in lows.items())
-    summary.update(timing={"default": t_default, "threshold_0": t_all},
+    summary.update(timing={"picks": t_default, "threshold_0": t_all},
                    commands=[t_default["command"], t_all["command"]],
                    seconds_per_micrograph=t_default["wall_s"] / len(mics))
     return summary, report
@@ -161,21 +176,34 @@ def plot_set(key: str, rset, reports: dict, summaries: dict, path: Path) -> None
         ax.plot(r[ok], p[ok], color="0.85", lw=0.8, zorder=0)
         ax.annotate(f"F1={f}", (r[ok][0], 1.0), fontsize=7, color="0.5", xytext=(2, -9),
                     textcoords="offset points")
-    for k, (name, report) in enumerate(reports.items()):
-        s, colour = summaries[name], f"C{k}"
-        ax.plot(report.curve["recall"], report.curve["precision"], color=colour, lw=1.6,
-                label=f"{name}: AP {s['average_precision']:.2f}, best F1 {s['best_f1']:.2f}")
-        best = report.curve.iloc[report.best_k - 1] if report.best_k else None
-        if best is not None:
-            ax.plot(best["recall"], best["precision"], "*", color=colour, ms=11, mec="k", mew=0.5)
+    colours, markers = {}, {}
+    for name, report in reports.items():
+        s = summaries[name]
+        owner = s.get("curve_run", name)
+        if owner not in colours:
+            colours[owner] = colour = f"C{len(colours)}"
+            label = name if s.get("self_train") else name.split(",")[0]
+            label = label.replace(", --threshold", ", positives at --threshold")
+            ax.plot(report.curve["recall"], report.curve["precision"], color=colour, lw=1.6,
+                    label=f"{label}: AP {s['average_precision']:.2f}, best F1 {s['best_f1']:.2f}")
+            if report.best_k:
+                best = report.curve.iloc[report.best_k - 1]
+                ax.plot(best["recall"], best["precision"], "*", color=colour, ms=12, mec="k", mew=0.5)
+        colour = colours[owner]
+        option = s.get("threshold_option", "default threshold")
+        marker = markers.setdefault(option, "oDv^"[len(markers) % 4])
         d = s["at_default_threshold"]
-        ax.plot(d["recall"], d["precision"], "o", color=colour, ms=7, mec="k", mew=0.5)
+        ax.plot(d["recall"], d["precision"], marker, color=colour, ms=7, mec="k", mew=0.5)
         if "at_score_0" in s:
             z = s["at_score_0"]
-            ax.plot(z["recall"], z["precision"], "s", color=colour, ms=7, mec="k", mew=0.5,
-                    label="Topaz score 0 (p = 0.5)")
-    ax.plot([], [], "o", color="0.5", mec="k", label="default threshold")
-    ax.plot([], [], "*", color="0.5", mec="k", ms=11, label="best F1")
+            ax.plot(z["recall"], z["precision"], "s", color=colour, ms=7, mec="k", mew=0.5)
+            markers["Topaz score 0 (p = 0.5)"] = "s"
+    for option, marker in markers.items():
+        text = {"default threshold": "Topaz -t -6 (its default)",
+                "CLI default": "the CLI default threshold"}.get(option, option)
+        ax.plot([], [], marker, color="0.6", mec="k", ms=7, label=f"picks at {text}"
+                if not option.startswith("Topaz") else option)
+    ax.plot([], [], "*", color="0.6", mec="k", ms=12, label="best F1 over thresholds")
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
            title=f"{rset.folder} (box {rset.box} px, {len(next(iter(reports.values())).matches)} "
                  "micrographs)\nfully automated, match within 0.2 x box")
@@ -196,6 +224,8 @@ def main(argv=None) -> int:
                         help="model for one set instead of --model (e.g. leave-one-molecule-out)")
     parser.add_argument("--self-train", type=int, default=1,
                         help="also run with --self-train N (0: skip)")
+    parser.add_argument("--thresholds", nargs="+", default=["default", "auto"],
+                        help="deeppicker --threshold settings to run ('default': the CLI's own)")
     parser.add_argument("--pick-args", default="", help="extra `deeppicker pick` options, quoted")
     parser.add_argument("--max-micrographs", type=int, default=None, help="first N per set (dry runs)")
     parser.add_argument("--no-topaz", action="store_true", help="skip Topaz (dry runs)")
@@ -231,16 +261,19 @@ def main(argv=None) -> int:
                 log.info("%s: Topaz on %d micrographs", key, len(mics))
                 summaries["Topaz resnet16_u64"], reports["Topaz resnet16_u64"] = run_topaz(
                     python, rset, mics, refs, work / key / "topaz", reuse=args.workdir is not None)
-            runs = [("DeepPicker general", 0)] + ([(f"DeepPicker general + self-train x{args.self_train}",
-                                                     args.self_train)] if args.self_train else [])
-            for name, rounds in runs:
-                if model != "general":
-                    name = name.replace("general", Path(model).stem)
-                log.info("%s: %s", key, name)
-                start = time.perf_counter()
-                summaries[name], reports[name] = run_deeppicker(
-                    rset.box, model, mics, refs, work / key / f"deeppicker_st{rounds}", rounds, extra)
-                log.info("%s done in %.0f s", name, time.perf_counter() - start)
+            curves = {}
+            for rounds in [0] + ([args.self_train] if args.self_train else []):
+                for mode in args.thresholds:
+                    threshold = None if mode == "default" else mode
+                    name = f"DeepPicker {Path(model).stem if model.endswith('.safetensors') else model}"
+                    name += f" + self-train x{rounds}" if rounds else ""
+                    name += ", " + ("CLI default threshold" if threshold is None else f"--threshold {mode}")
+                    log.info("%s: %s", key, name)
+                    start = time.perf_counter()
+                    summaries[name], reports[name] = run_deeppicker(
+                        rset.box, model, mics, refs, work / key / f"deeppicker_st{rounds}_{mode}",
+                        rounds, extra, threshold, curves)
+                    log.info("%s done in %.0f s", name, time.perf_counter() - start)
             entry["tools"] = summaries
             entry["load_average_end"] = loadavg()
             result["sets"][key] = entry
@@ -249,7 +282,7 @@ def main(argv=None) -> int:
     for key, entry in result["sets"].items():
         for name, s in entry["tools"].items():
             d = s["at_default_threshold"]
-            log.info("%-9s %-42s P %.3f R %.3f F1 %.3f CE %.3f | best F1 %.3f AP %.3f", key, name,
+            log.info("%-9s %-60s P %.3f R %.3f F1 %.3f CE %.3f | best F1 %.3f AP %.3f", key, name,
                      d["precision"] or np.nan, d["recall"] or np.nan, d["f1"] or np.nan,
                      d["centre_error"] or np.nan, s["best_f1"], s["average_precision"])
     return 0

@@ -30,10 +30,11 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from napari_deeppicker.core.io import read_coordinates_by_micrograph, read_micrograph
 from napari_deeppicker.core.preprocess import TARGET_BOX, bandpass_resample
@@ -54,7 +55,8 @@ class Recipe:
 
     ``synthetic`` lists the simulated sets as ``(box range, look)`` with look ``raw`` or
     ``denoised``; ``real`` the real molecules used; ``per_set`` the particles simulated per
-    synthetic set (the equal share is the smallest set, capped by ``max_per_set``).
+    synthetic set (the equal share is the smallest set, capped by ``max_per_set``);
+    ``noise_fraction`` adds particle-free micrographs as negatives (see :func:`synthetic_set`).
     """
 
     name: str
@@ -63,10 +65,10 @@ class Recipe:
     shapes: tuple[str, ...] = SHAPES
     per_set: int = 900
     max_per_set: int | None = 900
+    noise_fraction: float = 0.0
     epochs: int = 20
     patience: int = 4
     lr: float = 0.01
-    extras: dict = field(default_factory=dict)
 
 
 _SYN_ALL = (("small", "raw"), ("large", "raw"), ("small", "denoised"), ("large", "denoised"))
@@ -75,7 +77,8 @@ RECIPES = {
     "no_denoised": Recipe("no_denoised", synthetic=(("small", "raw"), ("large", "raw"))),
     "real_only": Recipe("real_only"),
     "synthetic_only": Recipe("synthetic_only", real=(), synthetic=_SYN_ALL),
-    "full_x2": Recipe("full_x2", synthetic=_SYN_ALL + _SYN_ALL, extras={"repeat_seed_offset": 1}),
+    "full_x2": Recipe("full_x2", synthetic=_SYN_ALL + _SYN_ALL),
+    "full_noise": Recipe("full_noise", synthetic=_SYN_ALL, noise_fraction=0.35),
 }
 
 
@@ -109,8 +112,14 @@ def micrograph_parameters(rng: np.random.Generator, box_range, look: str, shapes
     }
 
 
-def synthetic_set(box_key: str, look: str, shapes, n_particles: int, seed: int) -> tuple[TrainingSet, list]:
+def synthetic_set(box_key: str, look: str, shapes, n_particles: int, seed: int,
+                  noise_fraction: float = 0.0) -> tuple[TrainingSet, list]:
     """Simulate micrographs until they hold ``n_particles`` particles; one set per box range/look.
+
+    With ``noise_fraction`` > 0, particle-free micrographs (same ice, CTF, dose, contamination;
+    ``noise_only=True``) are added, one per ``1 / noise_fraction`` particle micrographs, with
+    windows at random positions as negatives (1.5 per particle of an average micrograph): the
+    network learns that noise alone is not a particle ("Einstein from noise").
 
     Returns the set and the parameters of every micrograph (recorded in the model metadata).
     """
@@ -128,8 +137,21 @@ def synthetic_set(box_key: str, look: str, shapes, n_particles: int, seed: int) 
         coords.append(xy)
         params.append(p)
         total += len(xy)
+    hard = [xy.iloc[:0] for xy in coords]
+    per_image = max(1, int(round(1.5 * total / len(images))))
+    for k in range(int(np.ceil(noise_fraction * len(params)))):
+        p = dict(micrograph_parameters(rng, BOX_RANGES[box_key], look, shapes, k), noise_only=True)
+        image, xy = simulate_micrograph(**p)
+        image, xy = _rescale(image, xy, ref_box / p["box"])
+        margin = ref_box / 2
+        rc = rng.uniform(margin, np.array(image.shape) - 1 - margin, size=(per_image, 2))
+        images.append(image)
+        coords.append(xy)
+        hard.append(pd.DataFrame({"x": rc[:, 1], "y": rc[:, 0]}))
+        params.append(p)
     name = f"synthetic-{box_key}-{look}"
-    return TrainingSet(images, coords, ref_box, name=name), params
+    return TrainingSet(images, coords, ref_box, hard_negatives=hard if noise_fraction else None,
+                       name=name), params
 
 
 def _rescale(image: np.ndarray, xy, factor: float):
@@ -144,17 +166,18 @@ def _rescale(image: np.ndarray, xy, factor: float):
     return out.astype(np.float32), xy
 
 
-def _cached_synthetic_set(box_key, look, shapes, n_particles, seed, cache: Path | None):
+def _cached_synthetic_set(box_key, look, shapes, n_particles, seed, noise, cache: Path | None):
     """:func:`synthetic_set`, kept as a pickle in ``cache`` (a deterministic function of its args)."""
     if cache is None:
-        return synthetic_set(box_key, look, shapes, n_particles, seed)
+        return synthetic_set(box_key, look, shapes, n_particles, seed, noise)
     import pickle
 
-    path = Path(cache) / f"{box_key}-{look}-{'_'.join(shapes)}-{n_particles}-{seed}.pkl"
+    stem = f"{box_key}-{look}-{'_'.join(shapes)}-{n_particles}-{seed}"
+    path = Path(cache) / f"{stem}{f'-noise{noise}' if noise else ''}.pkl"
     if path.is_file():
         with open(path, "rb") as fh:
             return pickle.load(fh)
-    result = synthetic_set(box_key, look, shapes, n_particles, seed)
+    result = synthetic_set(box_key, look, shapes, n_particles, seed, noise)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         pickle.dump(result, fh)
@@ -183,12 +206,14 @@ def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()
     shapes = tuple(s for s in recipe.shapes if s not in exclude_shapes)
     for k, (box_key, look) in enumerate(recipe.synthetic):
         set_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-        tset, params = _cached_synthetic_set(box_key, look, shapes, recipe.per_set, set_seed, cache)
+        tset, params = _cached_synthetic_set(box_key, look, shapes, recipe.per_set, set_seed,
+                                              recipe.noise_fraction, cache)
         tset.name = f"{tset.name}-{k}"
         sets.append(tset)
         data["synthetic"].append({"name": tset.name, "seed": set_seed, "box_range": list(BOX_RANGES[box_key]),
                                   "look": look, "shapes": list(shapes), "micrographs": len(params),
-                                  "particles": int(sum(len(c) for c in tset.coordinates))})
+                                  "particles": int(sum(len(c) for c in tset.coordinates)),
+                                  "noise_micrographs": sum(bool(p.get("noise_only")) for p in params)})
     return sets, data
 
 
@@ -223,10 +248,11 @@ def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full_noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=MODEL_OUT)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache", type=Path, help="keep the simulated sets here (reused if present)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
@@ -234,7 +260,7 @@ def main(argv=None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     from napari_deeppicker.core.model import save_model
 
-    model = train_recipe(RECIPES[args.recipe], args.seed, device=args.device)
+    model = train_recipe(RECIPES[args.recipe], args.seed, device=args.device, cache=args.cache)
     save_model(model, args.out)
     log.info("wrote %s (%.0f s)", args.out, model.metadata["general"]["seconds_total"])
     return 0

@@ -178,14 +178,14 @@ def self_train(model, paths: Sequence[Path], box: int, config, args, device):
     return trainer.model, trainer.picks
 
 
-def resolve_polarity(args, paths: Sequence[Path], device, model) -> tuple[str, list[str]]:
+def resolve_polarity(args, paths: Sequence[Path]) -> tuple[str, list[str]]:
     """The polarity to pick in ("dark" or "bright") and, for ``--polarity auto``, the votes."""
     if args.invert or args.polarity != "auto":
         return ("bright" if args.invert else args.polarity), []
     from napari_deeppicker.core.calibration import dataset_polarity
 
     images = (read_checked(path, args.box).data for path in paths)
-    polarity, votes = dataset_polarity(images, args.box, model, device=device)
+    polarity, votes = dataset_polarity(images, args.box)
     note(f"estimated polarity: particles {polarity} ({votes.count(polarity)} of {len(votes)} "
          "micrographs)")
     return polarity, votes
@@ -201,7 +201,8 @@ def self_train_config(model, paths: Sequence[Path], box: int, config):
         return config
     from napari_deeppicker.core.calibration import auto_threshold
 
-    values = [auto_threshold(model, read_checked(path, box).data, box, config) for path in paths[:5]]
+    values = [auto_threshold(model, read_checked(path, box).data, box, config)
+              for path in paths[:5]]
     return replace(config, threshold=min(float(np.median(values)), 0.99))
 
 
@@ -225,7 +226,7 @@ def cmd_pick(args) -> int:
                 f"{SUFFIXES[args.format]}: pick them into different --out folders")
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    polarity, votes = resolve_polarity(args, paths, device, model)
+    polarity, votes = resolve_polarity(args, paths)
     if polarity == "bright":
         model.preprocess = replace(model.preprocess, invert=not model.preprocess.invert)
     config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge)

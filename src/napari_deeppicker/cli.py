@@ -183,9 +183,9 @@ def _add_pick(sub, common) -> None:
         help="particle box in micrograph pixels")
     add("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     add("--threshold", type=_threshold, default=0.5, metavar="T",
-        help="keep picks scoring above this (0-1), or 'auto': per micrograph, the lowest score "
-             "at which at most 10%% of the picks would also appear in the micrograph's "
-             "phase-randomised copy (a particle-free null)")
+        help="keep picks scoring above this (0-1), or 'auto': per micrograph, Otsu's split of "
+             "its candidate scores (logit scale, at least 0.5); better than 0.5 for the general "
+             "model on molecules it never saw")
     add("--top", type=POSITIVE_INT, metavar="N", help="keep at most N picks per micrograph")
     add("--format", choices=("star", "box", "csv"), default="star",
         help="coordinates format (BOX: EMAN2 corners with the box size)")

@@ -28,8 +28,8 @@ class PickConfig:
     Parameters
     ----------
     threshold : float or "auto"
-        Keep picks scoring above this; "auto": per micrograph, against its phase-randomised
-        null (:func:`napari_deeppicker.core.calibration.pick_auto`, used by :func:`pick_micrograph`).
+        Keep picks scoring above this; "auto": chosen per micrograph from its own candidate
+        scores by :func:`pick_micrograph` (see :mod:`napari_deeppicker.core.calibration`).
     top_n : int, optional
         Keep at most this many picks per micrograph (after the threshold).
     min_distance : float
