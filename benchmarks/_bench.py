@@ -113,6 +113,23 @@ def provenance() -> dict:
     }
 
 
+def model_identity(model: str) -> dict:
+    """Which model file was used: path, SHA-256 and the training date from its metadata."""
+    import hashlib
+
+    from napari_deeppicker.core.model import BUILTIN_MODELS, builtin_model_path, load_model
+
+    path = builtin_model_path(model) if model in BUILTIN_MODELS else Path(model)
+    if not path.is_file():
+        return {"name": model, "path": str(path), "missing": True}
+    meta = load_model(str(path)).metadata
+    training = meta.get("training", {}) if isinstance(meta.get("training"), dict) else {}
+    return {"name": model, "path": str(path),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "trained": training.get("date"), "general_recipe": (meta.get("general") or {}).get("recipe", {}).get("name")
+            if isinstance(meta.get("general"), dict) else None}
+
+
 def parse_time_v(stderr: str) -> dict:
     """Wall time, CPU time (user + system, s) and peak resident set size (MB) from ``time -v``.
 

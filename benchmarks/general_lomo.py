@@ -99,17 +99,17 @@ def cmd_run(args) -> None:
         syn, syn_refs = synthetic_test(look)
         boxes = {k: v[1] for k, v in syn.items()}
         p, n, s = candidates(model, {k: v[0] for k, v in syn.items()}, boxes.get)
-        result["tests"][f"{HELD_OUT_SHAPE}-{look}"] = {"box": boxes, "picks": p, "nulls": n, "refs": syn_refs,
-                                                       "pick_seconds": s}
+        result["tests"][f"{HELD_OUT_SHAPE}-{look}"] = {"box": boxes, "picks": p, "nulls": n,
+                                                       "refs": syn_refs, "pick_seconds": s}
     if args.self_train:
-        result["tests"][f"{args.target}+selftrain"] = self_train(model, images, refs, box, nulls, picks)
+        result["tests"][f"{args.target}+selftrain"] = self_train(model, images, refs, box, picks)
     out = work / f"{tag}{'_st' if args.self_train else ''}.pkl"
     with open(out, "wb") as fh:
         pickle.dump(result, fh)
     log.info("wrote %s", out)
 
 
-def self_train(model, images, refs, box, nulls, picks) -> dict:
+def self_train(model, images, refs, box, picks) -> dict:
     """One round of self-training with positives above the automatic (Otsu) threshold."""
     from napari_deeppicker.core.selftrain import SelfTrainer
     from napari_deeppicker.core.training import TrainConfig
@@ -125,7 +125,8 @@ def self_train(model, images, refs, box, nulls, picks) -> dict:
     seconds = time.perf_counter() - start
     p, n, s = candidates(trainer.model, images, lambda name: box)
     return {"box": box, "picks": p, "nulls": n, "refs": refs, "pick_seconds": s,
-            "selftrain_seconds": seconds, "selftrain_threshold": threshold, "selftrain_rule": "auto_otsu"}
+            "selftrain_seconds": seconds, "selftrain_threshold": threshold,
+            "selftrain_rule": "auto_otsu"}
 
 
 def rules(test: dict) -> dict:
@@ -134,8 +135,9 @@ def rules(test: dict) -> dict:
     out = {f"fixed_{t}": {k: t for k in picks} for t in (0.5, 0.9, 0.99)}
     out["auto_otsu"] = {k: otsu_threshold(p["score"].to_numpy()) for k, p in picks.items()}
     for fdr in (0.1, 0.2):
-        out[f"auto_null_fdr{fdr}"] = {k: threshold_from_null(p["score"].to_numpy(), test["nulls"][k], max_fdr=fdr)
-                                      for k, p in picks.items()}
+        out[f"auto_null_fdr{fdr}"] = {
+            k: threshold_from_null(p["score"].to_numpy(), test["nulls"][k], max_fdr=fdr)
+            for k, p in picks.items()}
     return out
 
 
@@ -148,14 +150,16 @@ def summarise_test(test: dict) -> dict:
     groups = {}
     for k in picks:
         groups.setdefault(boxes[k], []).append(k)
-    reports = {b: evaluate({k: picks[k] for k in ks}, {k: refs[k] for k in ks}, b) for b, ks in groups.items()}
+    reports = {b: evaluate({k: picks[k] for k in ks}, {k: refs[k] for k in ks}, b)
+               for b, ks in groups.items()}
     if len(reports) == 1:
         report = next(iter(reports.values()))
         row.update(best_f1=report.best_f1, best_threshold=report.best_threshold,
                    average_precision=report.average_precision)
     else:
         row.update(best_f1_by_box={int(b): r.best_f1 for b, r in reports.items()},
-                   average_precision_by_box={int(b): r.average_precision for b, r in reports.items()})
+                   average_precision_by_box={int(b): r.average_precision
+                                             for b, r in reports.items()})
     for name, thresholds in rules(test).items():
         tp = n_picks = n_ref = 0
         errors = []
@@ -166,9 +170,12 @@ def summarise_test(test: dict) -> dict:
             tp, n_picks, n_ref = tp + o["tp"], n_picks + o["n_picks"], n_ref + o["n_reference"]
             if o["tp"]:
                 errors.append((o["centre_error"], o["tp"]))
-        row[name] = {"precision": tp / n_picks if n_picks else float("nan"), "recall": tp / n_ref if n_ref else float("nan"),
-                     "f1": 2 * tp / (n_picks + n_ref) if n_picks + n_ref else float("nan"),
-                     "centre_error": sum(e * n for e, n in errors) / max(1, sum(n for _, n in errors)),
+        nan = float("nan")
+        row[name] = {"precision": tp / n_picks if n_picks else nan,
+                     "recall": tp / n_ref if n_ref else nan,
+                     "f1": 2 * tp / (n_picks + n_ref) if n_picks + n_ref else nan,
+                     "centre_error": (sum(e * n for e, n in errors)
+                                      / max(1, sum(n for _, n in errors))),
                      "threshold_median": float(np.median(list(thresholds.values())))}
     noise = np.concatenate(list(test["nulls"].values()))
     row["null_max_score"] = float(noise.max()) if noise.size else float("nan")
@@ -191,18 +198,21 @@ def cmd_report(args) -> None:
                    "training_sets": [s["name"] for s in result["training"].get("sets", [])],
                    "epochs_run": result["training"].get("epochs_run"), **summarise_test(test)}
             rows.append(row)
-            log.info("%-15s %-9s %-18s best-F1 %s  0.5: %s  auto: %s", row["recipe"], row["held_out"], name,
-                     row.get("best_f1", row.get("best_f1_by_box")), _fmt(row["fixed_0.5"]), _fmt(row["auto_otsu"]))
+            log.info("%-15s %-9s %-18s best-F1 %s  0.5: %s  auto: %s", row["recipe"],
+                     row["held_out"], name, row.get("best_f1", row.get("best_f1_by_box")),
+                     _fmt(row["fixed_0.5"]), _fmt(row["auto_otsu"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
 
 
 def _fmt(d):
-    return f"P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f} (t~{d['threshold_median']:.2f})"
+    return (f"P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f} "
+            f"(t~{d['threshold_median']:.2f})")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--recipe", choices=sorted(tg.RECIPES), default="full")

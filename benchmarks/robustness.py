@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, deeppicker_cmd, loadavg, provenance, run_timed,
+from _bench import (IMAGES, RESULTS, SETS, deeppicker_cmd, loadavg, model_identity, provenance, run_timed,
                     setup_logging, write_json)
 from napari_deeppicker.core.evaluation import noise_score_summary
 from napari_deeppicker.core.io import read_micrograph, write_micrograph
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     extra = shlex.split(args.pick_args)
-    result = {"provenance": provenance(), "model": args.model}
+    result = {"provenance": provenance(), "model": args.model, "model_identity": model_identity(args.model)}
     args.images.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

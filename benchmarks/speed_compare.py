@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, RealSet, deeppicker_cmd, loadavg, provenance,
+from _bench import (IMAGES, RESULTS, SETS, RealSet, deeppicker_cmd, loadavg, model_identity, provenance,
                     run_timed, setup_logging, topaz_commands, topaz_python, write_json)
 
 log = logging.getLogger("benchmark")
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
         result.setdefault("runs", [])
         if result.get("model") != args.model:
             raise SystemExit(f"{args.out} was made with model {result.get('model')!r}, not {args.model!r}")
-    result["runs"].append({**prov, "cases": args.cases})
+    result["runs"].append({**prov, "cases": args.cases, "model_identity": model_identity(args.model)})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for key in [c for c in args.cases if c in SETS]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, TOPAZ_MODEL, deeppicker_cmd, loadavg, provenance,
+from _bench import (IMAGES, RESULTS, SETS, TOPAZ_MODEL, deeppicker_cmd, loadavg, model_identity, provenance,
                     read_topaz_picks, run_timed, setup_logging, topaz_commands, topaz_python,
                     write_json)
 from napari_deeppicker.core.evaluation import evaluate
@@ -254,6 +254,7 @@ def main(argv=None) -> int:
             model = set_models.get(key, args.model)
             entry = {"folder": rset.folder, "box": rset.box, "n_micrographs": len(mics),
                      "n_reference": int(sum(len(r) for r in refs.values())), "deeppicker_model": model,
+                     "deeppicker_model_identity": model_identity(model),
                      "topaz_scale": rset.topaz_scale, "topaz_radius": rset.topaz_radius,
                      "load_average_start": loadavg()}
             summaries, reports = {}, {}

@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    zoom = ((512, 512), 1.6)  # centre of the micrograph, close enough to see single particles
+    zoom = ((512, 512), 3.0)  # centre of the micrograph, close enough to see single particles
 
     viewer = new_viewer()
     image = viewer.layers[0]

@@ -10,14 +10,17 @@ number of particles and as many background windows.
   and a random variant of it (``shape_seed``), a box size, a diameter/box ratio, a defocus, a dose
   and a particle density; some carry a carbon film or crystalline ice, whose windows become
   negatives. Sets differ by box range (small 32-80 px, large 96-200 px) and by look: raw-looking
-  shot-noise images and denoised-looking 8-bit images (``denoised=True``).
+  shot-noise images and denoised-looking 8-bit images (``denoised=True``). Recipe ``full_noise``
+  (the default) also adds particle-free micrographs whose windows are negatives: without them
+  the model picked pure noise with scores up to 1.0 (``benchmarks/general_noise.py``).
 
 Particles are dark in every set as the network sees them; bright-particle data are handled at
 picking time (``--polarity``), which was better than mixing polarities in training (FINDINGS).
 
 Usage::
 
-    python scripts/train_general.py [--recipe full] [--seed 0] [--out src/.../general.safetensors]
+    python scripts/train_general.py [--recipe full_noise] [--seed 0] [--cache DIR]
+                                    [--out src/napari_deeppicker/models/general.safetensors]
 
 Everything is seeded: the same command on the same software gives the same model on a CPU.
 """
@@ -87,7 +90,8 @@ def load_real(key: str) -> tuple[dict, dict, int]:
     folder, box = MOLECULES[key]
     refs = read_coordinates_by_micrograph(REAL / folder / "coords")
     mics = sorted((REAL / folder / "micrographs").glob("*.mrc"))
-    images = {m.stem: np.asarray(read_micrograph(m).data, dtype=np.float32) for m in mics if m.stem in refs}
+    images = {m.stem: np.asarray(read_micrograph(m).data, dtype=np.float32)
+              for m in mics if m.stem in refs}
     return images, refs, box
 
 
@@ -99,7 +103,7 @@ def real_set(key: str) -> TrainingSet:
 
 
 def micrograph_parameters(rng: np.random.Generator, box_range, look: str, shapes, k: int) -> dict:
-    """Random simulation parameters of one training micrograph (shape ``k`` of ``shapes`` in turn)."""
+    """Random simulation parameters of one training micrograph (``shapes[k]``, in turn)."""
     box = int(rng.integers(box_range[0], box_range[1] + 1))
     default_n = 45 * (64 / box) ** 2
     return {
@@ -158,7 +162,7 @@ def _rescale(image: np.ndarray, xy, factor: float):
     """Resample an image by ``factor`` (Fourier) and scale its coordinates to match."""
     if abs(factor - 1.0) < 1e-6:
         return image, xy
-    shape = (max(1, int(round(image.shape[0] * factor))), max(1, int(round(image.shape[1] * factor))))
+    shape = tuple(max(1, int(round(n * factor))) for n in image.shape)
     out = bandpass_resample(image, shape, 0.0, 0.0) + float(image.mean())
     xy = xy.copy()
     xy["x"] = xy["x"] * shape[1] / image.shape[1]
@@ -167,7 +171,7 @@ def _rescale(image: np.ndarray, xy, factor: float):
 
 
 def _cached_synthetic_set(box_key, look, shapes, n_particles, seed, noise, cache: Path | None):
-    """:func:`synthetic_set`, kept as a pickle in ``cache`` (a deterministic function of its args)."""
+    """:func:`synthetic_set`, kept as a pickle in ``cache`` (deterministic in its arguments)."""
     if cache is None:
         return synthetic_set(box_key, look, shapes, n_particles, seed, noise)
     import pickle
@@ -210,10 +214,12 @@ def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()
                                               recipe.noise_fraction, cache)
         tset.name = f"{tset.name}-{k}"
         sets.append(tset)
-        data["synthetic"].append({"name": tset.name, "seed": set_seed, "box_range": list(BOX_RANGES[box_key]),
+        data["synthetic"].append({"name": tset.name, "seed": set_seed,
+                                  "box_range": list(BOX_RANGES[box_key]),
                                   "look": look, "shapes": list(shapes), "micrographs": len(params),
                                   "particles": int(sum(len(c) for c in tset.coordinates)),
-                                  "noise_micrographs": sum(bool(p.get("noise_only")) for p in params)})
+                                  "noise_micrographs": sum(bool(p.get("noise_only"))
+                                                           for p in params)})
     return sets, data
 
 
@@ -237,8 +243,10 @@ def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=
         "recipe": asdict(recipe), "seed": seed, "data": data,
         "excluded": {"real": list(exclude_real), "shapes": list(exclude_shapes)},
         "seconds_data": round(simulated, 1), "seconds_total": round(time.perf_counter() - start, 1),
-        "device": str(trainer.device), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "device": str(trainer.device),
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python scripts/train_general.py " + " ".join(sys.argv[1:]),
         "polarity": "particles dark (use --polarity bright or auto for bright particles)",
@@ -247,12 +255,14 @@ def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="full_noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=MODEL_OUT)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cache", type=Path, help="keep the simulated sets here (reused if present)")
+    parser.add_argument("--cache", type=Path,
+                        help="keep the simulated sets here (reused if present)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch

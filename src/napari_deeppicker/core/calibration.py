@@ -26,6 +26,7 @@ from napari_deeppicker.core.preprocess import (
 
 log = logging.getLogger(__name__)
 
+
 def null_image(image: np.ndarray, seed: int = 0) -> np.ndarray:
     """The phase-randomised micrograph (particle-free null), deterministic for a seed."""
     return phase_randomise(np.asarray(image, dtype=np.float32), np.random.default_rng(seed))
