@@ -33,7 +33,7 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,8 @@ class Recipe:
     ``synthetic`` lists the simulated sets as ``(box range, look)`` with look ``raw`` or
     ``denoised``; ``real`` the real molecules used; ``per_set`` the particles simulated per
     synthetic set (the equal share is the smallest set, capped by ``max_per_set``);
-    ``noise_fraction`` adds particle-free micrographs as negatives (see :func:`synthetic_set`).
+    ``noise_fraction`` adds particle-free micrographs as negatives (see :func:`synthetic_set`);
+    ``mining_epochs`` > 0 adds a fine-tuning stage with negatives mined on them.
     """
 
     name: str
@@ -69,6 +70,7 @@ class Recipe:
     per_set: int = 900
     max_per_set: int | None = 900
     noise_fraction: float = 0.0
+    mining_epochs: int = 0
     epochs: int = 20
     patience: int = 4
     lr: float = 0.01
@@ -82,6 +84,8 @@ RECIPES = {
     "synthetic_only": Recipe("synthetic_only", real=(), synthetic=_SYN_ALL),
     "full_x2": Recipe("full_x2", synthetic=_SYN_ALL + _SYN_ALL),
     "full_noise": Recipe("full_noise", synthetic=_SYN_ALL, noise_fraction=0.35),
+    "full_noise_mined": Recipe("full_noise_mined", synthetic=_SYN_ALL, noise_fraction=0.35,
+                               mining_epochs=6),
 }
 
 
@@ -223,27 +227,74 @@ def build_sets(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=()
     return sets, data
 
 
+def mine_noise_negatives(model, sets) -> int:
+    """Add the model's best candidates on every particle-free micrograph to its negatives.
+
+    Random windows of noise are easy negatives; the few noise blobs the model scores highest are
+    what makes it pick pure noise. As many are added as the micrograph already has negatives.
+    Returns the number added.
+    """
+    from napari_deeppicker.core.picking import PickConfig, pick_micrograph
+
+    added = 0
+    for tset in sets:
+        if not tset.hard_negatives:
+            continue
+        for k, (image, coords) in enumerate(zip(tset.micrographs, tset.coordinates)):
+            known = tset.hard_negatives[k]
+            if len(coords) or not len(known):
+                continue
+            picks, _ = pick_micrograph(model, image, tset.box, PickConfig(threshold=0.05))
+            picks = picks.head(len(known))[["x", "y"]]
+            tset.hard_negatives[k] = pd.concat([known, picks], ignore_index=True)
+            added += len(picks)
+    return added
+
+
+def _log_epochs(trainer) -> None:
+    for step in trainer.run():
+        if step.message == "epoch done":
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f", step.epoch,
+                     step.train_loss, step.val_loss, step.val_accuracy)
+
+
 def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=(), device=None,
-                 cache: Path | None = None):
-    """Build the mixture and train; returns the best model (its metadata describes everything)."""
+                 cache: Path | None = None, stage1=None):
+    """Build the mixture and train; returns the best model (its metadata describes everything).
+
+    With ``recipe.mining_epochs``, a second stage mines hard negatives on the particle-free
+    micrographs (:func:`mine_noise_negatives`) and fine-tunes on the mixture with them.
+    ``stage1`` (a model) replaces the first stage, e.g. to resume after it.
+    """
+    import torch
+
+    from napari_deeppicker.core.model import select_device
+
     start = time.perf_counter()
     sets, data = build_sets(recipe, seed, exclude_real, exclude_shapes, cache)
     simulated = time.perf_counter() - start
     config = TrainConfig(epochs=recipe.epochs, patience=recipe.patience, lr=recipe.lr, seed=seed,
                          max_per_set=recipe.max_per_set, device=device)
-    trainer = Trainer(sets, config)
-    for step in trainer.run():
-        if step.message == "epoch done":
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f", step.epoch,
-                     step.train_loss, step.val_loss, step.val_accuracy)
-    model = trainer.best_model
-    import torch
-
+    if stage1 is None:
+        trainer = Trainer(sets, config)
+        _log_epochs(trainer)
+        model = trainer.best_model
+    else:
+        model = stage1
+    info = {}
+    if recipe.mining_epochs:
+        info["stage1_training"] = model.metadata.get("training", {})
+        info["mined_negatives"] = mine_noise_negatives(model, sets)
+        log.info("mined %d negatives on particle-free micrographs", info["mined_negatives"])
+        config = replace(config, epochs=recipe.mining_epochs, lr=recipe.lr / 2, seed=seed + 1)
+        trainer = Trainer(sets, config, init=model)
+        _log_epochs(trainer)
+        model = trainer.best_model
     model.metadata["general"] = {
         "recipe": asdict(recipe), "seed": seed, "data": data,
-        "excluded": {"real": list(exclude_real), "shapes": list(exclude_shapes)},
+        "excluded": {"real": list(exclude_real), "shapes": list(exclude_shapes)}, **info,
         "seconds_data": round(simulated, 1), "seconds_total": round(time.perf_counter() - start, 1),
-        "device": str(trainer.device),
+        "device": str(select_device(device)),
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(),
@@ -257,12 +308,14 @@ def train_recipe(recipe: Recipe, seed: int = 0, exclude_real=(), exclude_shapes=
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full_noise")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full_noise_mined")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=MODEL_OUT)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", type=Path,
                         help="keep the simulated sets here (reused if present)")
+    parser.add_argument("--stage1", type=Path,
+                        help="a model made by the first stage of this recipe and seed: resume after it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
@@ -270,7 +323,11 @@ def main(argv=None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     from napari_deeppicker.core.model import save_model
 
-    model = train_recipe(RECIPES[args.recipe], args.seed, device=args.device, cache=args.cache)
+    from napari_deeppicker.core.model import load_model
+
+    stage1 = load_model(args.stage1) if args.stage1 else None
+    model = train_recipe(RECIPES[args.recipe], args.seed, device=args.device, cache=args.cache,
+                         stage1=stage1)
     save_model(model, args.out)
     log.info("wrote %s (%.0f s)", args.out, model.metadata["general"]["seconds_total"])
     return 0

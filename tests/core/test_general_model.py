@@ -79,6 +79,13 @@ def test_general_model_picks_an_unseen_shape_variant(general, unseen):
     assert report.average_precision >= 0.7
 
 
+NOISE_KNOWN_FAILURE = pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issues 2 and 4): the shipped general model still scores up to ~0.999 on "
+           "a few windows of pure-noise micrographs; strict, so this fails once it is fixed")
+
+
+@NOISE_KNOWN_FAILURE
 @pytest.mark.parametrize("denoised", [False, True])
 def test_general_model_picks_nothing_above_half_on_pure_noise(general, denoised):
     """The paper's "Einstein from noise" check, raw-looking and denoised-looking."""
@@ -87,6 +94,7 @@ def test_general_model_picks_nothing_above_half_on_pure_noise(general, denoised)
     assert len(picks) > 0 and picks["score"].max() <= 0.5
 
 
+@NOISE_KNOWN_FAILURE
 def test_auto_threshold_picks_far_less_on_noise_than_on_particles(general, unseen, noise):
     on_particles, _, t_particles = pick_auto(general, unseen[0], BOX)
     on_noise, _, t_noise = pick_auto(general, noise, BOX)
