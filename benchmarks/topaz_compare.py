@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import shlex
 import shutil
 import tempfile
@@ -166,7 +167,7 @@ def plot_set(key: str, rset, reports: dict, summaries: dict, path: Path) -> None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 7.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     r = np.linspace(0.01, 1, 400)
@@ -208,9 +209,8 @@ def plot_set(key: str, rset, reports: dict, summaries: dict, path: Path) -> None
            title=f"{rset.folder} (box {rset.box} px, {len(next(iter(reports.values())).matches)} "
                  "micrographs)\nfully automated, match within 0.2 x box")
     if key == "ribosome":
-        ax.text(0.98, 0.02, "labels incomplete:\nprecision is a lower bound", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="0.3")
-    ax.legend(loc="lower left", fontsize=8)
+        ax.set_title(ax.get_title() + "\n(labels incomplete: precision is a lower bound)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     log.info("wrote %s", path)
@@ -235,8 +235,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "topaz_compare.json")
     parser.add_argument("--images", type=Path, default=IMAGES)
     parser.add_argument("--tag", default="", help="suffix for the plot names (dry runs)")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the plots from the curves kept in --workdir")
     args = parser.parse_args(argv)
     setup_logging()
+    if args.replot:
+        for key in args.sets:
+            with open(args.workdir / key / "plot_data.pkl", "rb") as fh:
+                summaries, reports = pickle.load(fh)
+            plot_set(key, SETS[key], reports, summaries, args.images / f"bench_topaz_{key}{args.tag}.png")
+        return 0
     result = {"provenance": provenance(), "matching": "optimal one-to-one, centres within 0.2 x box "
               "(core.evaluation.evaluate); curves ranked by score, pooled over micrographs",
               "topaz": {"version": "0.3.20", "model": TOPAZ_MODEL}, "deeppicker_model": args.model,
@@ -275,6 +283,8 @@ def main(argv=None) -> int:
                         rset.box, model, mics, refs, work / key / f"deeppicker_st{rounds}_{mode}",
                         rounds, extra, threshold, curves)
                     log.info("%s done in %.0f s", name, time.perf_counter() - start)
+            with open(work / key / "plot_data.pkl", "wb") as fh:  # for --replot
+                pickle.dump((summaries, reports), fh)
             entry["tools"] = summaries
             entry["load_average_end"] = loadavg()
             result["sets"][key] = entry
