@@ -133,6 +133,9 @@ def cmd_demo(args) -> int:
         model = load_model("general", device=device)
         seen = trained_names(model)
         shape = next((s for s in DEMO_SHAPES if s not in seen), DEMO_SHAPES[0])
+        novelty = ("a shape the model has not seen" if shape not in seen and any(s in seen for s in SHAPES)
+                   else "new micrographs; the general model was trained on random variants of every "
+                        "shape family, not on this one's standard variant")
         note(f"picking with the general model ({model.metadata['path']})")
     except ModelFileError as err:
         shape = DEMO_SHAPES[0]
@@ -140,7 +143,8 @@ def cmd_demo(args) -> int:
         note(f"{err}: training a quick model for about {args.train_seconds:g} s on simulated "
              f"micrographs of other shapes ({', '.join(others)}) instead")
         model = quick_model(outdir, others, args.size, args.train_seconds, args.seed, device)
-    note(f"simulating {args.n} micrographs of '{shape}' particles, a shape the model has not seen")
+        novelty = "a shape the model has not seen"
+    note(f"simulating {args.n} micrographs of '{shape}' particles, {novelty}")
     data = outdir / "data"
     paths = simulate(data, args.n, args.size, seed=args.seed, shapes=[shape], box=BOX)
     picks_dir = outdir / "picks"
