@@ -130,6 +130,40 @@ def model_identity(model: str) -> dict:
             if isinstance(meta.get("general"), dict) else None}
 
 
+def snapshot_model(model: str, workdir: Path) -> tuple[str, dict]:
+    """Freeze the model for one benchmark run: a built-in name is copied to ``workdir``.
+
+    The shipped model may be retrained while a long benchmark runs; every command of the run
+    then uses the copy, so all its numbers describe one model (identified by its SHA-256).
+
+    Returns
+    -------
+    path : str
+        The model argument to pass to ``deeppicker`` (the copy, or ``model`` unchanged).
+    identity : dict
+        :func:`model_identity` of the model used.
+    """
+    import shutil
+
+    from napari_deeppicker.core.model import BUILTIN_MODELS, builtin_model_path
+
+    if model not in BUILTIN_MODELS:
+        return model, model_identity(model)
+    identity = model_identity(model)
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy = workdir / f"{model}_{identity['sha256'][:12]}.safetensors"
+    shutil.copyfile(builtin_model_path(model), copy)
+    identity = {**model_identity(str(copy)), "name": model, "snapshot_of": identity["path"]}
+    log.info("using a snapshot of the %r model: %s", model, copy)
+    return str(copy), identity
+
+
+def display_name(model: str) -> str:
+    """Short model name for labels: a built-in name, or the file stem (snapshot suffix removed)."""
+    stem = Path(model).stem if model.endswith(".safetensors") else model
+    return re.sub(r"_[0-9a-f]{12}$", "", stem)
+
+
 def parse_time_v(stderr: str) -> dict:
     """Wall time, CPU time (user + system, s) and peak resident set size (MB) from ``time -v``.
 

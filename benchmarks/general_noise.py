@@ -2,8 +2,9 @@
 
 For several looks (raw, denoised), boxes and contaminations, pure-noise micrographs
 (``simulate_micrograph(noise_only=True)``: same ice, CTF, dose and contamination, no particle)
-are picked with the threshold 0.5 and with ``threshold="auto"``; the paper's criterion is that
-nothing scores above 0.5.
+are picked with the default settings (the noise-null guard of ``core/nullcheck.py`` on), with
+the guard off (the network alone) and with ``threshold="auto"``; the paper's criterion is that
+no pick scores above 0.5.
 
 Usage::
 
@@ -50,18 +51,27 @@ def main(argv=None) -> None:
             image, _ = simulate_micrograph(size, box=box, noise_only=True, seed=4322 + seed,
                                            denoised=denoised, ice=ice, carbon=carbon)
             picks, score_map = pick_micrograph(model, image, box, PickConfig(threshold=0.0))
+            alone, _ = pick_micrograph(model, image, box, PickConfig(threshold=0.0,
+                                                                      null_check=False))
             auto, _, threshold = pick_auto(model, image, box)
             rows.append({"box": box, "denoised": denoised, "size": size, "ice": ice,
                          "carbon": carbon, "seed": seed,
                          "score_map_max": float(score_map.data.max()),
                          "max_pick_score": float(picks["score"].max()) if len(picks) else 0.0,
                          "picks_above_0.5": int((picks["score"] > 0.5).sum()),
+                         "null_check": picks.attrs["null_check"],
+                         "model_alone_max_pick_score":
+                             float(alone["score"].max()) if len(alone) else 0.0,
+                         "model_alone_picks_above_0.5": int((alone["score"] > 0.5).sum()),
                          "auto_threshold": threshold, "auto_picks": int(len(auto))})
             log.info("%s", rows[-1])
     summary = {"model": args.model, "model_path": model.metadata.get("path"),
                "micrographs": len(rows),
                "micrographs_with_a_pick_above_0.5": sum(r["picks_above_0.5"] > 0 for r in rows),
                "max_pick_score": max(r["max_pick_score"] for r in rows),
+               "model_alone_micrographs_with_a_pick_above_0.5":
+                   sum(r["model_alone_picks_above_0.5"] > 0 for r in rows),
+               "model_alone_max_pick_score": max(r["model_alone_max_pick_score"] for r in rows),
                "mean_auto_picks": float(np.mean([r["auto_picks"] for r in rows])), "rows": rows}
     Path(args.out).write_text(json.dumps(summary, indent=1))
 

@@ -1,8 +1,8 @@
 """Robustness figures of the DeepPicker paper, for the general model, fully automated.
 
 1. **Recall against defocus**: simulated micrographs (``core.synthetic``) of one particle shape at
-   underfocus 1.0, 1.5, ..., 3.5 um. Every defocus uses the same seeds, so the particle positions,
-   orientations, ice and dose are the same and only the CTF changes. The default shape variant
+   underfocus 1.0, 1.5, ..., 3.5 um, at two doses (40 and 15 e/A^2). Every defocus uses the same
+   seeds, so the particle positions, orientations and ice are the same and only the CTF changes. The default shape variant
    (``multilobe``, ``--shape-seed 20261121``) is outside the variants drawn to train the general
    model (``scripts/train_general.py`` draws shape seeds 0-9999); its family is in the training mix.
 2. **"Einstein from noise"**: score maps of micrographs without any particle: simulated
@@ -18,7 +18,8 @@ plus ``--threshold 0`` for the curves and ``--scores`` for the maps), scored wit
 
 Usage::
 
-    python benchmarks/robustness.py [--model general] [--n 4] [--shape multilobe] [--box 64]
+    python benchmarks/robustness.py [--model general] [--n 4] [--dose 40 15] [--shape multilobe]
+        [--box 64] [--skip defocus|noise]
 
 Writes ``benchmarks/results/robustness.json``, ``docs/images/bench_defocus.png`` and
 ``docs/images/bench_noise.png``.
@@ -34,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, deeppicker_cmd, loadavg, model_identity, provenance, run_timed,
-                    setup_logging, write_json)
+from _bench import (IMAGES, RESULTS, SETS, deeppicker_cmd, display_name, loadavg, provenance, run_timed,
+                    setup_logging, snapshot_model, write_json)
 from napari_deeppicker.core.evaluation import noise_score_summary
 from napari_deeppicker.core.io import read_micrograph, write_micrograph
 from napari_deeppicker.core.preprocess import phase_randomise
@@ -46,19 +47,24 @@ log = logging.getLogger("benchmark")
 DEFOCI = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
 
 
+def _stem(dose: float, defocus: float, k: int) -> str:
+    return f"dose{dose:g}_defocus{defocus:.1f}_{k}"
+
+
 def defocus_series(args, work: Path, extra) -> dict:
-    """Simulate the series, pick it with the CLI, evaluate each defocus separately."""
+    """Simulate the series at every dose, pick it with the CLI, evaluate each (dose, defocus)."""
     from napari_deeppicker.core.evaluation import evaluate
 
     mics, refs = [], {}
-    for d in args.defocus:
-        for s in range(args.n):
-            image, xy = simulate_micrograph(args.size, shape=args.shape, shape_seed=args.shape_seed,
-                                            box=args.box, defocus_um=d, dose=args.dose, seed=1000 + s)
-            stem = f"defocus{d:.1f}_{s}"
-            mics.append(write_micrograph_path(work / "defocus" / f"{stem}.mrc", image,
-                                              float(xy.attrs["simulation"]["pixel_size"])))
-            refs[stem] = xy
+    for dose in args.dose:
+        for d in args.defocus:
+            for k in range(args.n):
+                image, xy = simulate_micrograph(args.size, shape=args.shape, shape_seed=args.shape_seed,
+                                                box=args.box, defocus_um=d, dose=dose, seed=1000 + k)
+                stem = _stem(dose, d, k)
+                mics.append(write_micrograph_path(work / "defocus" / f"{stem}.mrc", image,
+                                                  float(xy.attrs["simulation"]["pixel_size"])))
+                refs[stem] = xy
     log.info("defocus series: %d micrographs simulated; picking", len(mics))
     curves = {}
     overall, _ = run_deeppicker(args.box, args.model, mics, refs, work / "defocus_pick", 0, extra,
@@ -69,29 +75,31 @@ def defocus_series(args, work: Path, extra) -> dict:
     default = load_picks(work / "defocus_pick" / "picks", refs)
     automatic = load_picks(work / "defocus_auto" / "picks", refs)
     rows = []
-    for d in args.defocus:
-        stems = [s for s in refs if s.startswith(f"defocus{d:.1f}_")]
-        sub_refs = {s: refs[s] for s in stems}
-        rep = evaluate({s: every[s] for s in stems}, sub_refs, args.box)
-        at_default = evaluate({s: default[s] for s in stems}, sub_refs, args.box).overall
-        at_auto = evaluate({s: automatic[s] for s in stems}, sub_refs, args.box).overall
-        n_ref = rep.overall["n_reference"]
-        top = rep.curve.iloc[min(n_ref, len(rep.curve)) - 1] if len(rep.curve) else None
-        rows.append({
-            "defocus_um": d, "n_micrographs": len(stems), "n_reference": n_ref,
-            "recall_default": at_default["recall"], "precision_default": at_default["precision"],
-            "f1_default": at_default["f1"], "n_picks_default": at_default["n_picks"],
-            "centre_error_default": at_default["centre_error"],
-            "recall_auto": at_auto["recall"], "precision_auto": at_auto["precision"],
-            "f1_auto": at_auto["f1"], "n_picks_auto": at_auto["n_picks"],
-            "recall_at_0.5": rep.at_threshold(0.5)["recall"],
-            "precision_at_0.5": rep.at_threshold(0.5)["precision"],
-            "recall_top_n_true": None if top is None else float(top["recall"]),
-            "best_f1": rep.best_f1, "average_precision": rep.average_precision})
-        log.info("defocus %.1f um: recall %.3f (default) %.3f (auto), best F1 %.3f, AP %.3f", d,
-                 rows[-1]["recall_default"], rows[-1]["recall_auto"], rep.best_f1, rep.average_precision)
+    for dose in args.dose:
+        for d in args.defocus:
+            stems = [_stem(dose, d, k) for k in range(args.n)]
+            sub_refs = {s: refs[s] for s in stems}
+            rep = evaluate({s: every[s] for s in stems}, sub_refs, args.box)
+            at_default = evaluate({s: default[s] for s in stems}, sub_refs, args.box).overall
+            at_auto = evaluate({s: automatic[s] for s in stems}, sub_refs, args.box).overall
+            n_ref = rep.overall["n_reference"]
+            top = rep.curve.iloc[min(n_ref, len(rep.curve)) - 1] if len(rep.curve) else None
+            rows.append({
+                "dose": dose, "defocus_um": d, "n_micrographs": len(stems), "n_reference": n_ref,
+                "recall_default": at_default["recall"], "precision_default": at_default["precision"],
+                "f1_default": at_default["f1"], "n_picks_default": at_default["n_picks"],
+                "centre_error_default": at_default["centre_error"],
+                "recall_auto": at_auto["recall"], "precision_auto": at_auto["precision"],
+                "f1_auto": at_auto["f1"], "n_picks_auto": at_auto["n_picks"],
+                "recall_at_0.5": rep.at_threshold(0.5)["recall"],
+                "precision_at_0.5": rep.at_threshold(0.5)["precision"],
+                "recall_top_n_true": None if top is None else float(top["recall"]),
+                "best_f1": rep.best_f1, "average_precision": rep.average_precision})
+            log.info("dose %g, defocus %.1f um: recall %.3f (default) %.3f (auto), best F1 %.3f, "
+                     "AP %.3f", dose, d, rows[-1]["recall_default"], rows[-1]["recall_auto"],
+                     rep.best_f1, rep.average_precision)
     return {"shape": args.shape, "shape_seed": args.shape_seed, "box": args.box, "size": args.size,
-            "dose": args.dose, "seeds": [1000 + s for s in range(args.n)], "rows": rows,
+            "doses": args.dose, "seeds": [1000 + k for k in range(args.n)], "rows": rows,
             "commands": overall["commands"] + auto["commands"][:1],
             "overall": {k: overall[k] for k in ("best_f1", "average_precision")}}
 
@@ -152,6 +160,7 @@ def noise_test(args, work: Path, extra) -> tuple[list, dict]:
                      "fraction_above_0.5": summary["fraction_above"], "picks_above_0.5": n_above,
                      "picks_at_default_threshold": int(sum(len(p) for p in picks.values())),
                      "picks_threshold_auto": int(sum(len(p) for p in auto_picks.values())),
+                     "declared_particle_free": _particle_free(out),
                      "commands": [timing["command"], auto["command"]]})
         log.info("%s: max %.3f, fraction > 0.5 %.2e, picks > 0.5: %d, default picks: %d, auto: %d",
                  group["name"], summary["max"], summary["fraction_above"], n_above,
@@ -159,38 +168,50 @@ def noise_test(args, work: Path, extra) -> tuple[list, dict]:
     return rows, maps
 
 
-def display(model: str) -> str:
-    """Short model name for plot titles."""
-    return Path(model).stem if model.endswith(".safetensors") else model
+def _particle_free(out: Path) -> int:
+    """Micrographs of a ``deeppicker pick`` run that its noise-null guard emptied."""
+    import json
+
+    summary = json.loads((out / "pick_summary.json").read_text())
+    return int(summary.get("n_particle_free", 0))
 
 
 def plot_defocus(result: dict, path: Path, model: str) -> None:
-    """Recall (default threshold, 0.5, top-N), best F1 and AP against defocus."""
+    """Recall (CLI default and automatic threshold) and threshold-free scores against defocus."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = result["rows"]
-    d = [r["defocus_um"] for r in rows]
-    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for key, label, style, colour in (
-            ("recall_default", "recall, CLI default threshold", "o-", "C0"),
-            ("recall_auto", "recall, --threshold auto", "s-", "C1"),
-            ("precision_auto", "precision, --threshold auto", "s:", "C1"),
-            ("recall_top_n_true", "recall, top N (N = true count)", "^--", "C2"),
-            ("best_f1", "best F1 over thresholds", "D-", "C3"),
-            ("average_precision", "average precision", "v-", "C4")):
-        ax.plot(d, [np.nan if r[key] is None else r[key] for r in rows], style, color=colour,
-                label=label)
-    ax.set(xlabel="defocus (underfocus, um)", ylabel="fraction", ylim=(0, 1.02),
-           title=f"Recall against defocus: model '{display(model)}', simulated '{result['shape']}' "
-                 f"(variant {result['shape_seed']})\nbox {result['box']} px, "
-                 f"{rows[0]['n_micrographs']} micrographs x {result['size']} px per defocus, "
-                 f"dose {result['dose']:g} e/A^2", )
-    ax.title.set_fontsize(9)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
+    left, right = fig.subplots(1, 2)
+    for k, dose in enumerate(result["doses"]):
+        rows = [r for r in result["rows"] if r["dose"] == dose]
+        d, colour = [r["defocus_um"] for r in rows], f"C{k}"
+
+        def values(key):
+            return [np.nan if r[key] is None else r[key] for r in rows]
+
+        left.plot(d, values("recall_default"), "o-", color=colour,
+                  label=f"dose {dose:g} e/A²: recall, CLI default threshold")
+        left.plot(d, values("recall_auto"), "s--", color=colour,
+                  label=f"dose {dose:g} e/A²: recall, --threshold auto")
+        left.plot(d, values("precision_auto"), "x:", color=colour,
+                  label=f"dose {dose:g} e/A²: precision, --threshold auto")
+        right.plot(d, values("average_precision"), "v-", color=colour,
+                   label=f"dose {dose:g} e/A²: average precision")
+        right.plot(d, values("best_f1"), "D--", color=colour,
+                   label=f"dose {dose:g} e/A²: best F1 over thresholds")
+    n = result["rows"][0]["n_micrographs"]
+    left.set(title="Recall at the operating threshold", xlabel="defocus (underfocus, um)",
+             ylabel="fraction", ylim=(0, 1.02))
+    right.set(title="Threshold-free accuracy", xlabel="defocus (underfocus, um)",
+              ylabel="fraction", ylim=(0, 1.02))
+    for ax in (left, right):
+        ax.legend(loc="lower right", fontsize=7.5)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Recall against defocus: model '{display_name(model)}', simulated "
+                 f"'{result['shape']}' (variant {result['shape_seed']}), box {result['box']} px, "
+                 f"{n} micrographs of {result['size']} px per point", fontsize=10)
     fig.savefig(path, dpi=110)
     log.info("wrote %s", path)
 
@@ -213,13 +234,15 @@ def plot_noise(rows: list, maps: dict, path: Path, model: str) -> None:
         ax.step(bins[1:], np.where(frac > 0, frac, np.nan), where="pre", ls=style,
                 color=f"C{datasets.index(row['dataset'])}",
                 label=f"{row['group']}: max {row['max_score']:.2f}; picks > 0.5: "
-                      f"{row['picks_above_0.5']}, at auto: {row['picks_threshold_auto']}")
+                      f"{row['picks_above_0.5']} ({row['declared_particle_free']}/"
+                      f"{row['n_micrographs']} emptied by the guard)")
     ax.axvline(0.5, color="k", lw=0.8)
-    ax.text(0.51, 0.02, "0.5: no particle-free\nposition may score above", transform=ax.transAxes,
+    ax.text(0.51, 0.02, "0.5: no pick on a particle-free\nmicrograph may score above",
+            transform=ax.transAxes,
             fontsize=7, va="bottom")
     ax.set(yscale="log", xlabel="particle score (score-map value)", ylabel="fraction of map positions",
            xlim=(0, 1), title=f"'Einstein from noise': scores on particle-free micrographs (solid)\n"
-                              f"vs the real micrographs (dashed), model '{display(model)}'")
+                              f"vs the real micrographs (dashed), model '{display_name(model)}'")
     ax.title.set_fontsize(10)
     ax.legend(fontsize=7, loc="upper right")
     fig.savefig(path, dpi=110)
@@ -235,7 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="multilobe")
     parser.add_argument("--shape-seed", type=int, default=20261121)
     parser.add_argument("--box", type=int, default=64)
-    parser.add_argument("--dose", type=float, default=40.0, help="e/A^2 (simulation default 40)")
+    parser.add_argument("--dose", type=float, nargs="+", default=[40.0, 15.0],
+                        help="e/A^2, one series each (simulation default 40; 15 is harder)")
     parser.add_argument("--noise-n", type=int, default=4, help="noise micrographs per look")
     parser.add_argument("--real-n", type=int, default=3, help="real micrographs per set to randomise")
     parser.add_argument("--pick-args", default="", help="extra `deeppicker pick` options, quoted")
@@ -246,10 +270,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     extra = shlex.split(args.pick_args)
-    result = {"provenance": provenance(), "model": args.model, "model_identity": model_identity(args.model)}
+    result = {"provenance": provenance(), "model": args.model}
     args.images.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        args.model, result["model_identity"] = snapshot_model(args.model, work / "models")
         if "defocus" not in args.skip:
             result["defocus"] = defocus_series(args, work, extra)
             plot_defocus(result["defocus"], args.images / f"bench_defocus{args.tag}.png", args.model)

@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, RealSet, deeppicker_cmd, loadavg, model_identity, provenance,
-                    run_timed, setup_logging, topaz_commands, topaz_python, write_json)
+from _bench import (IMAGES, RESULTS, SETS, RealSet, deeppicker_cmd, loadavg, provenance,
+                    run_timed, setup_logging, snapshot_model, topaz_commands, topaz_python,
+                    write_json)
 
 log = logging.getLogger("benchmark")
 LARGE = RealSet("large", "simulated 3838 x 3710", 180, 8)
@@ -87,7 +88,9 @@ def compare(name: str, rset: RealSet, mics, model: str, python: str | None, work
         log.info("%s %s: %s", name, mic.name, "; ".join(
             f"{t} {per_mic[t][-1]['wall_s']:.2f} s (CPU {per_mic[t][-1]['cpu_s']:.1f} s) "
             f"{per_mic[t][-1]['peak_rss_mb']:.0f} MB" for t in tools))
-    batch = {tool: run(tool, mics, work / f"{tool}_batch") for tool in tools}
+    # With one micrograph a batch is the same run again: reuse it rather than time it twice.
+    batch = {tool: run(tool, mics, work / f"{tool}_batch") if len(mics) > 1 else per_mic[tool][0]
+             for tool in tools}
     out = {"box": rset.box, "n_micrographs": len(mics), "micrographs": [m.name for m in mics],
            "image_shape": list(_shape(mics[0])), "topaz_scale": rset.topaz_scale,
            "topaz_radius": rset.topaz_radius, "tools": {t: LABELS[t] for t in tools},
@@ -180,7 +183,7 @@ def plot(result: dict, path: Path) -> None:
     cases = [k for k in ("betagal", "ribosome", "large") if k in result["cases"]]
     labels = {"betagal": "betagal\n1024², box 32", "ribosome": "ribosome\n1024², box 64",
               "large": "3838 x 3710\nbox 180"}
-    fig = Figure(figsize=(11, 4.3), layout="constrained")
+    fig = Figure(figsize=(12, 5.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax_t, ax_m, ax_tr = fig.subplots(1, 3, width_ratios=[2, 2, 1.2])
     x = np.arange(len(cases))
@@ -191,30 +194,29 @@ def plot(result: dict, path: Path) -> None:
         colour = {"deeppicker": "C0", "deeppicker_auto": "C2", "topaz": "C1"}[tool]
         name = LABELS[tool]
         single = [result["cases"][c][f"{tool}_single_wall_s_median"] for c in cases]
-        cpu = [result["cases"][c][f"{tool}_single_cpu_s_median"] for c in cases]
         batch = [result["cases"][c][f"{tool}_batch_wall_s_per_micrograph"] for c in cases]
         mem = [result["cases"][c][f"{tool}_single_peak_mb_max"] / 1024 for c in cases]
         pos = x + (k - (len(tools) - 1) / 2) * width
-        ax_t.bar(pos, single, width * 0.95, color=colour, alpha=0.4, label=f"{name}: wall time")
-        ax_t.bar(pos, cpu, width * 0.55, color=colour, label=f"{name}: CPU time (user + sys)")
-        ax_t.plot(pos, batch, "_", color="k", ms=16, mew=2,
-                  label="wall time per micrograph in a batch" if k == 0 else None)
+        ax_t.bar(pos, single, width * 0.95, color=colour, alpha=0.35,
+                 label=f"{name}: one micrograph per process")
+        ax_t.bar(pos, batch, width * 0.6, color=colour,
+                 label=f"{name}: per micrograph in a batch")
         bars = ax_m.bar(pos, mem, width * 0.95, color=colour, label=name)
         ax_m.bar_label(bars, fmt="%.2f", fontsize=7)
-        for p, w, c in zip(pos, single, cpu):
-            ax_t.annotate(f"{w:.1f}", (p, w), ha="center", va="bottom", fontsize=7)
-            ax_t.annotate(f"{c:.1f}", (p, c), ha="center", va="top", fontsize=7, color="w")
+        for p, w, b in zip(pos, single, batch):
+            ax_t.annotate(f"{w:.1f}", (p, max(w, b)), ha="center", va="bottom", fontsize=7)
+            if w - b > 2.5:
+                ax_t.annotate(f"{b:.1f}", (p, b), ha="center", va="top", fontsize=7, color="w")
     ax_m.axhline(1.0, color="k", ls="--", lw=0.8, label="goal: < 1 GB")
     for ax in (ax_t, ax_m):
         ax.set_xticks(x, [labels[c] for c in cases], fontsize=8)
-    ax_t.set(ylabel="seconds per micrograph", title="Picking, one micrograph per process\n(start-up included)")
+    ax_t.set(ylabel="wall time per micrograph (s)",
+             title="Picking wall time (start-up included;\na batch = the same micrographs in one process)")
     ax_t.title.set_fontsize(10)
     ax_m.set(ylabel="peak resident memory (GB)", title="Peak memory, one micrograph per process")
     ax_m.title.set_fontsize(10)
-    ax_t.legend(fontsize=7, loc="upper left")
-    ax_m.legend(fontsize=7, loc="upper left")
     for ax in (ax_t, ax_m):
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     tr = result.get("training")
     if tr:
         ax_tr.bar([0, 1], [tr["seconds_per_epoch_median"], tr["total_s"]], color=["C2", "C3"])
@@ -222,8 +224,8 @@ def plot(result: dict, path: Path) -> None:
                          fontsize=8)
         for p, v in enumerate([tr["seconds_per_epoch_median"], tr["total_s"]]):
             ax_tr.annotate(f"{v:.0f} s", (p, v), ha="center", va="bottom", fontsize=8)
-        ax_tr.set(ylabel="wall time (s)", title=f"Training, {tr['n_particles']:,} particles "
-                  f"(+ as many\nnegatives); load average {tr['load_average'][0]:g}")
+        ax_tr.set(ylabel="wall time (s)", title=f"Training: {tr['n_particles']:,} particles\n"
+                  f"+ as many negatives (load {tr['load_average'][0]:g})")
         ax_tr.title.set_fontsize(10)
     else:
         ax_tr.set_axis_off()
@@ -267,24 +269,27 @@ def main(argv=None) -> int:
     result = {"provenance": prov, "model": args.model, "cases": {}, "runs": []}
     if args.merge and args.out.is_file():
         result = json.loads(args.out.read_text())
-        result.setdefault("runs", [])
+        if "runs" not in result:  # a file from a run before --merge existed: its provenance is the first run
+            done = sorted(result["cases"]) + (["training"] if "training" in result else [])
+            result["runs"] = [{**result["provenance"], "cases": done}]
         if result.get("model") != args.model:
             raise SystemExit(f"{args.out} was made with model {result.get('model')!r}, not {args.model!r}")
-    result["runs"].append({**prov, "cases": args.cases, "model_identity": model_identity(args.model)})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        model, identity = snapshot_model(args.model, work / "models")
+        result["runs"].append({**prov, "cases": args.cases, "model_identity": identity})
         for key in [c for c in args.cases if c in SETS]:
             mics = SETS[key].micrographs()[: args.n]
-            result["cases"][key] = compare(key, SETS[key], mics, args.model, python, work / key, args.variants)
+            result["cases"][key] = compare(key, SETS[key], mics, model, python, work / key, args.variants)
             result["cases"][key].update(date=prov["date"], load_average_end=loadavg())
             write_json(args.out, result)
         if "large" in args.cases:
             from speed import large_case
 
             (work / "large").mkdir()
-            result["large_stages"] = large_case(work / "large", box=LARGE.box, repeat=1, model=args.model)
+            result["large_stages"] = large_case(work / "large", box=LARGE.box, repeat=1, model=model)
             mic = work / "large" / "large.mrc"
-            result["cases"]["large"] = compare("large", LARGE, [mic], args.model, python, work / "large_cmp",
+            result["cases"]["large"] = compare("large", LARGE, [mic], model, python, work / "large_cmp",
                                              args.variants)
             result["cases"]["large"].update(date=prov["date"], load_average_end=loadavg())
             write_json(args.out, result)

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import (IMAGES, RESULTS, SETS, TOPAZ_MODEL, deeppicker_cmd, loadavg, model_identity, provenance,
-                    read_topaz_picks, run_timed, setup_logging, topaz_commands, topaz_python,
-                    write_json)
+from _bench import (IMAGES, RESULTS, SETS, TOPAZ_MODEL, deeppicker_cmd, display_name, loadavg, provenance,
+                    read_topaz_picks, run_timed, setup_logging, snapshot_model, topaz_commands,
+                    topaz_python, write_json)
 from napari_deeppicker.core.evaluation import evaluate
 from napari_deeppicker.core.io import read_coordinates_by_micrograph
 
@@ -259,10 +259,10 @@ def main(argv=None) -> int:
             refs = rset.references()
             mics = [m for m in rset.micrographs() if m.stem in refs][: args.max_micrographs]
             refs = {m.stem: refs[m.stem] for m in mics}
-            model = set_models.get(key, args.model)
+            model, identity = snapshot_model(set_models.get(key, args.model), work / "models")
             entry = {"folder": rset.folder, "box": rset.box, "n_micrographs": len(mics),
-                     "n_reference": int(sum(len(r) for r in refs.values())), "deeppicker_model": model,
-                     "deeppicker_model_identity": model_identity(model),
+                     "n_reference": int(sum(len(r) for r in refs.values())),
+                     "deeppicker_model": identity,
                      "topaz_scale": rset.topaz_scale, "topaz_radius": rset.topaz_radius,
                      "load_average_start": loadavg()}
             summaries, reports = {}, {}
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
             for rounds in [0] + ([args.self_train] if args.self_train else []):
                 for mode in args.thresholds:
                     threshold = None if mode == "default" else mode
-                    name = f"DeepPicker {Path(model).stem if model.endswith('.safetensors') else model}"
+                    name = f"DeepPicker {display_name(model)}"
                     name += f" + self-train x{rounds}" if rounds else ""
                     name += ", " + ("CLI default threshold" if threshold is None else f"--threshold {mode}")
                     log.info("%s: %s", key, name)

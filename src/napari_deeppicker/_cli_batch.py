@@ -153,6 +153,8 @@ def _record(progress, outdir: Path, scores: bool) -> dict:
               "seconds": round(progress.seconds, 3)}
     if progress.status == "skipped":
         record["skipped"] = True
+    if progress.particle_free:
+        record["particle_free"] = True
     return record
 
 
@@ -176,6 +178,10 @@ def add_watch_arguments(add) -> None:
         help="score-map step in pixels of the box rescaled to 64 px")
     add("--edge", type=float, default=0.5, metavar="FRACTION",
         help="picks keep this fraction of the box from the image border")
+    add("--no-null-check", dest="null_check", action="store_false",
+        help="keep the picks of micrographs that look particle-free (their candidates score "
+             "no higher than on the micrograph's phase-randomised noise null); by default no "
+             "pick is kept on them")
     add("--invert", action="store_true", help="particles are bright on the background")
     add("--format", choices=("star", "box", "csv"), default="star",
         help="format of the per-micrograph coordinates files")
@@ -205,7 +211,8 @@ def cmd_watch(args) -> int:
     model = load_model(args.model, device=device)
     if args.invert:
         model.preprocess = replace(model.preprocess, invert=not model.preprocess.invert)
-    config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge)
+    config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge,
+                        null_check=args.null_check)
     outdir = Path(args.out)
     bconfig = replace(batch_config(args, device), batch_size=1)
     watcher = FolderWatcher(model, args.folder, args.box, outdir, pick_config=config,

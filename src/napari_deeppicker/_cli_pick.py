@@ -141,9 +141,12 @@ def pick_files(model, paths: Sequence[Path], box: int, config, outdir: Path, *, 
                 score_file = write_score_map(score_map, mic, outdir, box, model_name)
             bar.update()
             bar.set_postfix(picks=len(found))
-            yield {"micrograph": str(path.resolve()), "n_picks": int(len(found)), "file": str(out),
-                   "scores": None if score_file is None else str(score_file),
-                   "seconds": round(time.perf_counter() - start, 3)}
+            record = {"micrograph": str(path.resolve()), "n_picks": int(len(found)),
+                      "file": str(out), "scores": None if score_file is None else str(score_file),
+                      "seconds": round(time.perf_counter() - start, 3)}
+            if found.attrs.get("null_check", {}).get("particle_free"):
+                record["particle_free"] = True
+            yield record
 
 
 def self_train(model, paths: Sequence[Path], box: int, config, args, device):
@@ -229,12 +232,14 @@ def cmd_pick(args) -> int:
     polarity, votes = resolve_polarity(args, paths)
     if polarity == "bright":
         model.preprocess = replace(model.preprocess, invert=not model.preprocess.invert)
-    config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge)
+    config = PickConfig(threshold=args.threshold, top_n=args.top, step=args.step, edge=args.edge,
+                        null_check=args.null_check)
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     summary = {"software_version": __version__, "model": str(args.model),
                "model_path": model.metadata.get("path"), "box": args.box,
                "threshold": args.threshold, "top": args.top, "step": args.step, "edge": args.edge,
+               "null_check": args.null_check,
                "invert": polarity == "bright", "polarity": polarity,
                "polarity_requested": "bright" if args.invert else args.polarity,
                "polarity_votes": votes, "format": args.format, "device": str(device),
@@ -273,9 +278,15 @@ def cmd_pick(args) -> int:
     summary.update(micrographs=records, counts=counts,
                    n_picks=sum(r["n_picks"] for r in done), n_failed=len(failed),
                    interrupted=interrupted, seconds=round(time.perf_counter() - started, 3))
+    free = [Path(r["micrograph"]).name for r in done if r.get("particle_free")]
+    summary["n_particle_free"] = len(free)
     write_json(outdir / SUMMARY_NAME, summary)
     note(f"{summary['n_picks']} picks in {len(done)} of {len(paths)} micrographs "
          f"written to {outdir}")
+    if free:
+        note(f"{len(free)} micrographs look particle-free (nothing scores above their noise "
+             f"null; no pick kept; --no-null-check keeps them): " + ", ".join(free[:10])
+             + (" ..." if len(free) > 10 else ""))
     if interrupted:
         note(f"interrupted after {len(records)} of {len(paths)} micrographs; "
              "the files written are complete")

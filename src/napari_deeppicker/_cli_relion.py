@@ -74,6 +74,8 @@ def relion_parser() -> argparse.ArgumentParser:
     add("--top", type=int, metavar="N", help="keep at most N picks per micrograph")
     add("--step", type=int, choices=(4, 2, 1), default=4, help="score-map step (4, 2 or 1)")
     add("--edge", type=float, default=0.5, help="distance from the border, fraction of the box")
+    add("--null-check", nargs="?", action=_YesNo, default=True,
+        help="keep no pick on micrographs their phase-randomised noise null explains (yes/no)")
     add("--invert", nargs="?", action=_YesNo, default=False,
         help="particles are bright on the background (yes/no; alone means yes)")
     add("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -139,7 +141,7 @@ def _run(options, outdir: Path) -> int:
     if options.invert:
         model.preprocess = replace(model.preprocess, invert=not model.preprocess.invert)
     pick_config = PickConfig(threshold=options.threshold, top_n=options.top, step=options.step,
-                             edge=options.edge)
+                             edge=options.edge, null_check=options.null_check)
     size = options.batch_size or (4 if device.type == "cuda" else 1)
     config = BatchConfig(batch_size=size, combined="picks.star", overwrite=options.overwrite)
     with make_picker(model, items, options.box, outdir, pick_config=pick_config, config=config,

@@ -196,6 +196,10 @@ def _add_pick(sub, common) -> None:
         help="score-map step in pixels of the box rescaled to 64 px (finer = slower)")
     add("--edge", type=_number(float, 0), default=0.5, metavar="FRACTION",
         help="picks keep this fraction of the box from the image border")
+    add("--no-null-check", dest="null_check", action="store_false",
+        help="keep the picks of micrographs that look particle-free (their candidates score "
+             "no higher than on the micrograph's phase-randomised noise null); by default no "
+             "pick is kept on them")
     add("--polarity", choices=("dark", "bright", "auto"), default="dark",
         help="particles darker (raw cryo-EM) or brighter than the background; auto: estimated "
              "from the first micrographs (sign of the particle-scale skewness)")

@@ -48,7 +48,7 @@ def project(tmp_path, monkeypatch) -> Path:
 
 def relion_args(model_file: Path, *extra: str) -> list[str]:
     return ["relion-external", "--o", JOB, "--in_mics", IN_MICS, "--model", str(model_file),
-            "--box", str(BOX), "--threshold", "0", "--device", "cpu", *extra, "--j", "4",
+            "--box", str(BOX), "--threshold", "0", "--null-check", "no", "--device", "cpu", *extra, "--j", "4",
             "--pipeline_control", JOB]
 
 
@@ -97,7 +97,7 @@ def test_external_job_writes_what_extract_reads(project, model_file, capsys):
     assert [relion31_coordinate_file(n, suffix_file) for n in names] == expected_files
     model = load_model(model_file)
     for name, coords in zip(names, expected_files):
-        picks, _ = pick_micrograph(model, read_micrograph(name).data, BOX, PickConfig(threshold=0))
+        picks, _ = pick_micrograph(model, read_micrograph(name).data, BOX, PickConfig(threshold=0, null_check=False))
         got = read_coordinates(coords)
         assert len(got) == len(picks) > 0
         np.testing.assert_array_equal(got[["x", "y", "score"]].to_numpy(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import shutil
 import threading
 import time
@@ -19,7 +21,7 @@ from napari_deeppicker.core.picking import PickConfig, pick_micrograph
 from napari_deeppicker.core.watch import FolderWatcher, file_complete
 from tests.core._batch_data import BOX, make_micrographs, make_model_file, rows, star_loop
 
-CONFIG = PickConfig(threshold=0.0)
+CONFIG = PickConfig(threshold=0.0, null_check=False)  # the model is untrained
 N_MICS = 4
 
 
@@ -111,7 +113,7 @@ def test_restart_after_a_crash_before_the_combined_update(data, model, tmp_path)
     names = sorted(str(p) for p in incoming.glob("*.mrc"))
     assert sorted(combined_counts(out).elements()) == names
     with pytest.raises(SettingsMismatchError):
-        list(FolderWatcher(model, incoming, BOX, out, pick_config=PickConfig(threshold=0.2),
+        list(FolderWatcher(model, incoming, BOX, out, pick_config=replace(CONFIG, threshold=0.2),
                            interval=0.05).run(once=True))
 
 
@@ -138,7 +140,7 @@ def test_cli_watch_once_and_restart(data, tmp_path, capsys):
     for source in sorted((data / "source").glob("*.mrc"))[:2]:
         shutil.copy(source, incoming)
     args = ["watch", str(incoming), "--model", str(data / "model_0.safetensors"), "--box", str(BOX),
-            "--out", str(tmp_path / "out"), "--threshold", "0", "--interval", "0.1", "--once",
+            "--out", str(tmp_path / "out"), "--threshold", "0", "--no-null-check", "--interval", "0.1", "--once",
             "--device", "cpu"]
     assert main(args) == 0
     _, err = capsys.readouterr()

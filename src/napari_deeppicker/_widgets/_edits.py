@@ -188,6 +188,7 @@ class RetrainParameters:
     epochs: int
     threshold: float
     device: str
+    null_check: bool = True
 
     def validation_error(self) -> str | None:
         """What prevents retraining, or None."""
@@ -229,6 +230,7 @@ class RetrainParameters:
             "avoid": per_slice(current[~shown]),
             "box": self.tracker.box,
             "train_config": TrainConfig(epochs=self.epochs, patience=2, device=self.device),
-            "pick_config": PickConfig(threshold=min(self.threshold, PICK_FLOOR)),
+            "pick_config": PickConfig(threshold=min(self.threshold, PICK_FLOOR),
+                                      null_check=self.null_check),
             "device": self.device,
         }

@@ -36,6 +36,7 @@ class PickParameters:
     threshold: float
     device: str
     slices: list[int] | None = field(default=None)
+    null_check: bool = True
 
     def validation_error(self) -> str | None:
         """What is wrong with the values, or None."""
@@ -70,7 +71,8 @@ class PickParameters:
         else:
             model = self.model
         return {"model": model, "images": self.images(), "box": self.box, "device": self.device,
-                "config": PickConfig(threshold=min(self.threshold, PICK_FLOOR))}
+                "config": PickConfig(threshold=min(self.threshold, PICK_FLOOR),
+                                     null_check=self.null_check)}
 
 
 MODES = ("other molecules (fully automated)", "target picks (semi-automated)")

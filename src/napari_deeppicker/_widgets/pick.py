@@ -16,7 +16,15 @@ from pathlib import Path
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, FileEdit, FloatSlider, PushButton, SpinBox, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatSlider,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 from napari.utils.notifications import show_info
 
 from napari_deeppicker import _layers
@@ -70,6 +78,10 @@ class PickWidget(DockWidget):
         self.model_file = FileEdit(mode="r", filter="*.safetensors", label="model file")
         self.box = SpinBox(value=64, min=8, max=4096, step=2, label="box (px)")
         self.threshold = FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, label="threshold")
+        self.null_check = CheckBox(value=True, text="no picks on particle-free micrographs",
+                                   tooltip="Compare each micrograph with its phase-randomised "
+                                           "noise null; keep no pick where nothing scores higher "
+                                           "than on the null (the 'Einstein from noise' guard)")
         self.device = ComboBox(choices=DEVICES, value="auto", label="device")
         self.device_label = text_label(device_text("auto"))
         self.epochs = SpinBox(value=3, min=1, max=50, label="retrain epochs")
@@ -78,6 +90,7 @@ class PickWidget(DockWidget):
                                "(added points are manual, deleted picks become negatives), then "
                                "retrain the model on the edits and pick again.")
         self.extend([self.image, self.batch, self.model, self.model_file, self.box, self.threshold,
+                     self.null_check,
                      row(self.device, self.device_label, label="device"), *self._controls(),
                      help_text, self.epochs, self.retrain_button])
         self._busy_widgets.append(self.retrain_button)
@@ -141,7 +154,8 @@ class PickWidget(DockWidget):
     def _parameters(self) -> PickParameters:
         image = self.image.value
         return PickParameters(image, self.model.value, self.model_file.value, self.box.value,
-                              self.threshold.value, self.device.value, self._slices(image))
+                              self.threshold.value, self.device.value, self._slices(image),
+                              self.null_check.value)
 
     # -- picking --------------------------------------------------------------------------------
     def _on_run_clicked(self) -> None:
@@ -173,7 +187,14 @@ class PickWidget(DockWidget):
         n = self._show_results()
         seconds = time.perf_counter() - self._job.started
         self.status.value = f"{n} picks shown ({seconds:.1f} s)"
-        show_info(f"napari-deeppicker: {n} picks above threshold {self.threshold.value:.2f}")
+        message = f"napari-deeppicker: {n} picks above threshold {self.threshold.value:.2f}"
+        free = [s.index for s in self._job.steps
+                if s.picks.attrs.get("null_check", {}).get("particle_free")]
+        if free:
+            where = "" if self._job.slices is None else f" (slices {free[:10]})"
+            message += (f"; {len(free)} micrograph(s){where} look particle-free: nothing scores "
+                        "higher than on their noise null, no pick kept")
+        show_info(message)
 
     def _on_stopped(self) -> None:
         if self._job is not None and self._job.steps:
@@ -254,7 +275,8 @@ class PickWidget(DockWidget):
         image = self.image.value
         params = RetrainParameters(image, self._picks_layer(image),
                                    self._trackers.get(getattr(image, "name", None)), self._model,
-                                   self.epochs.value, self.threshold.value, self.device.value)
+                                   self.epochs.value, self.threshold.value, self.device.value,
+                                   self.null_check.value)
         error = params.validation_error()
         if error:
             self._fail(error)

@@ -25,13 +25,31 @@ def read_checked(path: Path, box: int):
 
 
 def pick_group(model, mics: list, box: int, config: picking.PickConfig, device):
-    """Pick micrographs of one shape with a single forward pass per tile (GPU batching)."""
-    import torch
+    """Pick micrographs of one shape with a single forward pass per tile (GPU batching).
 
-    from .preprocess import TARGET_BOX, prepare_micrograph
+    With ``config.null_check`` the micrographs' nulls go through the same passes.
+    """
+    from .nullcheck import null_prepared
+    from .preprocess import prepare_micrograph
 
     prepared = [prepare_micrograph(m.data, box, model.preprocess, keep_unclipped=True)
                 for m in mics]
+    nulls = [null_prepared(p, config.null_seed) for p in prepared] if config.null_check else []
+    maps = _score_stack(model, prepared + nulls, config, device)
+    found = []
+    for k, (mic, prep) in enumerate(zip(mics, prepared)):
+        null = (maps[len(mics) + k], nulls[k]) if nulls else None
+        picks = picking.finish_picks(maps[k], prep, box, config, mic.data.shape, null)
+        found.append((picks, maps[k]))
+    return found
+
+
+def _score_stack(model, prepared: list, config: picking.PickConfig, device) -> list:
+    """Score maps of prepared images of one shape, all through each forward pass."""
+    import torch
+
+    from .preprocess import TARGET_BOX
+
     pad = picking._edge_pad(config)
     images = [np.pad(p.data, pad, mode="reflect") if pad else p.data for p in prepared]
     if min(images[0].shape) < TARGET_BOX:
@@ -42,7 +60,7 @@ def pick_group(model, mics: list, box: int, config: picking.PickConfig, device):
     device = device or model.device
     rows, cols = stack.shape[1:]
     out_h, out_w = (rows - TARGET_BOX) // step + 1, (cols - TARGET_BOX) // step + 1
-    maps = np.empty((len(mics), out_h, out_w), dtype=np.float32)
+    maps = np.empty((len(prepared), out_h, out_w), dtype=np.float32)
     tile_out = max(1, (picking._TILE[step] - TARGET_BOX) // step + 1)
     was_training = net.training
     net.eval()
@@ -59,11 +77,9 @@ def pick_group(model, mics: list, box: int, config: picking.PickConfig, device):
                     maps[:, i0:i1, j0:j1] = probs.float().cpu().numpy()
     finally:
         net.train(was_training)
-    found = []
-    for mic, prep, data in zip(mics, prepared, maps):
+    out = []
+    for prep, data in zip(prepared, maps):
         sr, sc = prep.scale
         origin = ((picking._HALF - pad) / sr, (picking._HALF - pad) / sc)
-        score_map = picking.ScoreMap(data, origin, (step / sr, step / sc))
-        picks = picking.find_picks(score_map, prep, box, config, image_shape=mic.data.shape)
-        found.append((picks, score_map))
-    return found
+        out.append(picking.ScoreMap(data, origin, (step / sr, step / sc)))
+    return out

@@ -110,6 +110,7 @@ class BatchProgress:
     output: Path | None = None
     error: str | None = None
     seconds: float = 0.0
+    particle_free: bool = False
 
 
 class BatchPicker:
@@ -233,8 +234,9 @@ class BatchPicker:
                                         seconds=seconds)
                 else:
                     self._commit(item, out, result)
+                    free = bool(result.picks.attrs.get("null_check", {}).get("particle_free"))
                     yield BatchProgress(done, total, item, "picked", len(result.picks), out,
-                                        seconds=seconds)
+                                        seconds=seconds, particle_free=free)
                 if self.should_stop():
                     logger.info("stopped after %d of %d micrographs", done, total)
                     return
@@ -252,8 +254,6 @@ class BatchPicker:
         Subclasses (the Dask runner) may yield in any order.
         """
         size = max(1, int(self.config.batch_size))
-        if self.pick_config.threshold == "auto":
-            size = 1  # each micrograph is then picked against its own null (pick_micrograph)
         reader = ReadAhead([item.path for item, _ in todo], lambda p: read_checked(p, self.box),
                            depth=max(self.config.read_ahead, size))
         with reader:

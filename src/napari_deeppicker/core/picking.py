@@ -7,15 +7,19 @@ every value equals what the classifier gives on the 64 x 64 window at that posit
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from napari_deeppicker.core.nullcheck import compare_to_null, null_prepared
 from napari_deeppicker.core.preprocess import TARGET_BOX, PreparedImage, prepare_micrograph
+
+log = logging.getLogger(__name__)
 
 _HALF = (TARGET_BOX - 1) / 2.0
 _TILE = {4: 2048, 2: 1024, 1: 512}  # rescaled pixels per tile side: bounds activation memory
@@ -48,6 +52,13 @@ class PickConfig:
         Picks keep ``edge * box`` from the image border (0.5: the whole box is inside).
     step : int
         Score-map step in pixels of the rescaled image (box = 64 px): 4, 2 or 1.
+    null_check : bool
+        Compare the candidates with those of the micrograph's phase-randomised null and keep no
+        pick on a micrograph the null explains (:mod:`napari_deeppicker.core.nullcheck`).
+    null_top, null_margin, null_alpha : int, float, float
+        The rule of :func:`~napari_deeppicker.core.nullcheck.compare_to_null`.
+    null_seed : int
+        Seed of the null's random phases.
     """
 
     threshold: float | str = 0.5
@@ -60,6 +71,11 @@ class PickConfig:
     max_outlier_fraction: float = 0.25
     edge: float = 0.5
     step: int = 4
+    null_check: bool = True
+    null_top: int = 10
+    null_margin: float = 1.0
+    null_alpha: float = 0.05
+    null_seed: int = 0
 
     def to_dict(self) -> dict:
         """JSON-able representation (provenance)."""
@@ -262,21 +278,59 @@ def find_picks(score_map: ScoreMap, prepared: PreparedImage, box: float, config:
 
 def pick_micrograph(model, image: np.ndarray, box: float, config: PickConfig | None = None,
                     device=None) -> tuple[pd.DataFrame, ScoreMap]:
-    """Pick one micrograph: preprocess, score densely, clean, filter and sort.
+    """Pick one micrograph: preprocess, score densely, clean, filter, check the null and sort.
 
     Returns
     -------
     picks : DataFrame
         Columns x, y (micrograph pixels, particle centres) and score, by decreasing score.
+        ``picks.attrs`` holds ``"threshold"`` (the one used) and, with ``config.null_check``,
+        ``"null_check"`` (:class:`~napari_deeppicker.core.nullcheck.NullCheck` as a dict).
     score_map : ScoreMap
         The dense map (before ice cleaning), for display or saving.
     """
     config = config or PickConfig()
-    if config.threshold == "auto":  # the threshold chosen is in picks.attrs["threshold"]
-        from napari_deeppicker.core.calibration import pick_auto
-
-        return pick_auto(model, image, box, config, device)[:2]
     prepared = prepare_micrograph(image, box, model.preprocess, keep_unclipped=True)
     score_map = score_prepared(model, prepared, config.step, device, _edge_pad(config))
-    picks = find_picks(score_map, prepared, box, config, image_shape=np.asarray(image).shape)
+    null = None
+    if config.null_check:
+        null_prep = null_prepared(prepared, config.null_seed)
+        null = (score_prepared(model, null_prep, config.step, device, _edge_pad(config)), null_prep)
+    picks = finish_picks(score_map, prepared, box, config, np.asarray(image).shape, null)
     return picks, score_map
+
+
+def finish_picks(score_map: ScoreMap, prepared: PreparedImage, box: float, config: PickConfig,
+                 image_shape: tuple[int, int], null: tuple | None = None) -> pd.DataFrame:
+    """Candidates of a score map -> picks: null check, threshold ("auto" too) and ``top_n``.
+
+    ``null`` is ``(score map, prepared image)`` of the micrograph's null
+    (:func:`~napari_deeppicker.core.nullcheck.null_prepared`), required when
+    ``config.null_check``; its candidates go through the same cleaning and filters.
+    """
+    every = replace(config, threshold=0.0, top_n=None)
+    candidates = find_picks(score_map, prepared, box, every, image_shape=image_shape)
+    attrs = {}
+    if config.null_check:
+        if null is None:
+            raise ValueError("null_check needs the score map of the micrograph's null")
+        null_candidates = find_picks(null[0], null[1], box, every, image_shape=image_shape)
+        check = compare_to_null(candidates["score"], null_candidates["score"],
+                                top=config.null_top, margin=config.null_margin,
+                                alpha=config.null_alpha)
+        attrs["null_check"] = check.to_dict()
+        if check.particle_free:
+            log.info("particle-free by the noise null (evidence %.2f, KS p %.2g): no pick kept",
+                     check.evidence, check.ks_pvalue)
+            candidates = candidates.iloc[:0]
+    threshold = config.threshold
+    if threshold == "auto":
+        from napari_deeppicker.core.calibration import otsu_threshold
+
+        threshold = otsu_threshold(candidates["score"].to_numpy()) if len(candidates) else 0.5
+    picks = candidates[candidates["score"] > threshold]
+    if config.top_n is not None:
+        picks = picks.head(config.top_n)
+    picks = picks.reset_index(drop=True)
+    picks.attrs = {"threshold": float(threshold), **attrs}
+    return picks

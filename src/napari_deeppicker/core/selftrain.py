@@ -58,7 +58,8 @@ class SelfTrainer:
     iterations : int
         Rounds of pick + retrain.
     pick_config, train_config : optional
-        Settings for the picking rounds and for fine-tuning.
+        Settings for the picking rounds and for fine-tuning. With ``threshold="auto"`` the
+        positives of each micrograph are its picks above its own automatic (Otsu) threshold.
     candidate_floor : float
         Random negatives avoid every candidate scoring above this.
     """
@@ -82,14 +83,24 @@ class SelfTrainer:
             self.picks.append(picks)
             yield SelfTrainProgress(iteration, self.iterations, "pick", k + 1, len(self.micrographs))
 
+    def _positive_level(self, picks: pd.DataFrame) -> float:
+        """Score above which a pick is a positive: the threshold, or per micrograph for "auto"."""
+        if self.pick_config.threshold != "auto":
+            return float(self.pick_config.threshold)
+        from napari_deeppicker.core.calibration import otsu_threshold
+
+        return otsu_threshold(picks["score"].to_numpy()) if len(picks) else 1.0
+
     def run(self) -> Iterator[SelfTrainProgress]:
         """Run every iteration; ``self.model`` is the latest model, ``self.picks`` its picks."""
-        low = replace(self.pick_config, threshold=min(self.candidate_floor, self.pick_config.threshold),
-                      top_n=None)
+        auto = self.pick_config.threshold == "auto"
+        floor = self.candidate_floor if auto else min(self.candidate_floor,
+                                                      self.pick_config.threshold)
+        low = replace(self.pick_config, threshold=floor, top_n=None)
         for it in range(1, self.iterations + 1):
             yield from self._pick_all(it, low)
             candidates = self.picks
-            positives = select_top([p[p["score"] > self.pick_config.threshold] for p in candidates],
+            positives = select_top([p[p["score"] > self._positive_level(p)] for p in candidates],
                                    self.top_n)
             if sum(len(p) for p in positives) == 0:
                 break
