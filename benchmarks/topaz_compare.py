@@ -26,7 +26,8 @@ Usage::
     python benchmarks/topaz_compare.py [--sets betagal ribosome] [--model general]
         [--self-train 1] [--set-model KEY=FILE ...] [--pick-args "..."] [--topaz-python PY]
 
-Writes ``benchmarks/results/topaz_compare.json`` and ``docs/images/bench_topaz_<set>.png``.
+Writes ``--out`` (default ``benchmarks/results/topaz_compare.json``; the published runs use one
+file per set, ``topaz_compare_<set>.json``) and ``docs/images/bench_topaz_<set>.png``.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def main():
     pick.image.value, pick.box.value = image, REAL_BOX
     pick.run_button.native.click()
     wait(pick)
+    pick.threshold.value = 0.95  # the live slider: betagal is crowded, 0.5 keeps too much
     shot(viewer, args.out / "pick_widget.png", zoom)
 
     evaluate = EvaluateWidget(viewer)

@@ -257,3 +257,27 @@ def test_closing_the_dock_stops_the_worker(qtbot, make_napari_viewer):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
     qtbot.wait(50)
     assert "st picks" not in viewer.layers  # results of a closed dock are dropped
+
+
+def test_particle_free_micrograph_gets_no_picks_and_a_message(qtbot, make_napari_viewer,
+                                                              monkeypatch):
+    """The noise-null guard in the dock: on by default, with a notification; the box turns it off."""
+    from napari_deeppicker._widgets import pick as pick_module
+    from napari_deeppicker.core.synthetic import simulate_micrograph
+
+    messages: list[str] = []
+    monkeypatch.setattr(pick_module, "show_info", messages.append)
+    viewer = make_napari_viewer()
+    noise, _ = simulate_micrograph(384, box=48, noise_only=True, seed=4323, defocus_um=2.0)
+    viewer.add_image(noise, name="noise")
+    widget = PickWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.value, widget.box.value, widget.threshold.value = "general", 48, 0.5
+    assert widget.null_check.value is True
+    run(qtbot, widget)
+    assert len(viewer.layers["noise picks"].data) == 0
+    assert "particle-free" in messages[-1]
+    widget.null_check.value = False
+    run(qtbot, widget)
+    assert int(np.sum(viewer.layers["noise picks"].shown)) > 0
+    assert "particle-free" not in messages[-1]

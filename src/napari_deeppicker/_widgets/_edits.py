@@ -188,7 +188,6 @@ class RetrainParameters:
     epochs: int
     threshold: float
     device: str
-    null_check: bool = True
 
     def validation_error(self) -> str | None:
         """What prevents retraining, or None."""
@@ -230,7 +229,7 @@ class RetrainParameters:
             "avoid": per_slice(current[~shown]),
             "box": self.tracker.box,
             "train_config": TrainConfig(epochs=self.epochs, patience=2, device=self.device),
-            "pick_config": PickConfig(threshold=min(self.threshold, PICK_FLOOR),
-                                      null_check=self.null_check),
+            # The user's edits say these micrographs hold particles: no noise-null guard here.
+            "pick_config": PickConfig(threshold=min(self.threshold, PICK_FLOOR), null_check=False),
             "device": self.device,
         }

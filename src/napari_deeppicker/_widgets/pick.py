@@ -275,8 +275,7 @@ class PickWidget(DockWidget):
         image = self.image.value
         params = RetrainParameters(image, self._picks_layer(image),
                                    self._trackers.get(getattr(image, "name", None)), self._model,
-                                   self.epochs.value, self.threshold.value, self.device.value,
-                                   self.null_check.value)
+                                   self.epochs.value, self.threshold.value, self.device.value)
         error = params.validation_error()
         if error:
             self._fail(error)
