@@ -35,6 +35,9 @@ def trained_names(model) -> str:
     meta = model.metadata
     sets = [s.get("name", "") for s in (meta.get("training") or {}).get("sets", [])]
     sets += [d.get("name", "") for d in meta.get("datasets") or []]
+    recipe = (meta.get("general") or {}).get("recipe") or {}
+    if recipe.get("synthetic"):  # the general model's simulated sets draw from these families
+        sets += list(recipe.get("shapes") or [])
     return " ".join(sets).lower()
 
 
@@ -145,11 +148,13 @@ def cmd_demo(args) -> int:
         model = quick_model(outdir, others, args.size, args.train_seconds, args.seed, device)
         novelty = "a shape the model has not seen"
     note(f"simulating {args.n} micrographs of '{shape}' particles, {novelty}")
+    note("picking with the automatic threshold (--threshold auto: one per micrograph, from its own "
+         "scores; the fixed 0.5 keeps too much on molecules a model was not trained on)")
     data = outdir / "data"
     paths = simulate(data, args.n, args.size, seed=args.seed, shapes=[shape], box=BOX)
     picks_dir = outdir / "picks"
     picks_dir.mkdir(exist_ok=True)
-    records = list(pick_files(model, paths, BOX, PickConfig(), picks_dir, scores=True,
+    records = list(pick_files(model, paths, BOX, PickConfig(threshold="auto"), picks_dir, scores=True,
                               device=device))
     failed = [r for r in records if "error" in r]
     if failed:
