@@ -73,6 +73,7 @@ def test_threshold_slider_changes_shown_only(qtbot, pick):
         assert len(layer.data) == n
         np.testing.assert_array_equal(layer.shown, scores >= t)
         np.testing.assert_array_equal(layer.border_width > 0, scores >= t)
+        assert widget.status.value == f"{int(np.sum(scores >= t))} picks shown (threshold {t:.2f})"
 
 
 def test_repick_keeps_manual_points_and_deletions(qtbot, pick):

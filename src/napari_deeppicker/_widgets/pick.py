@@ -126,6 +126,8 @@ class PickWidget(DockWidget):
         layer = self._picks_layer(self.image.value)
         if layer is not None:
             self._apply_threshold(layer)
+            if not self.running:
+                self.status.value = f"{int(np.sum(layer.shown))} picks shown (threshold {value:.2f})"
 
     def _apply_threshold(self, layer) -> None:
         score = layer.features["score"].to_numpy(float)
