@@ -5,7 +5,8 @@ layer's ``features``, ``metadata``, ``size``... and returns the list of written 
 the ``source`` (model / manual) of each point are kept in STAR (``_rlnAutopickFigureOfMerit`` and
 a ``_deeppickerSource`` column, which RELION ignores) and in CSV (every feature column). Points of
 a stack (3D) carry their micrograph names from ``metadata["deeppicker"]["micrographs"]``, or
-``slice_00000``-style names when unknown.
+``slice_00000``-style names when unknown. Only the points shown are written: picks hidden by the
+Pick dock's threshold slider are left out, so the file holds what the user sees.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def _layer_frame(data, meta: dict) -> tuple[pd.DataFrame, dict]:
     """Coordinates DataFrame of a points layer and its ``deeppicker`` metadata."""
     metadata = meta.get("metadata") or {}
     df = coordinates_from_points(data, meta.get("features"), metadata)
+    shown = np.asarray(meta.get("shown", np.ones(len(df), bool)), dtype=bool).ravel()
+    if shown.shape == (len(df),) and not shown.all():
+        logger.info("leaving out %d points hidden by the threshold", int((~shown).sum()))
+        df = df[shown].reset_index(drop=True)
     if "slice" in df and "micrograph" not in df:
         df["micrograph"] = [f"slice_{i:05d}" for i in df["slice"]]
     return df, dict(metadata.get(METADATA_KEY) or {})

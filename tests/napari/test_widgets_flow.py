@@ -65,12 +65,14 @@ def test_open_pick_edit_retrain_evaluate_export(qtbot, make_napari_viewer, tmp_p
     out = tmp_path / "mic_picks.star"
     picks.save(str(out), plugin="napari-deeppicker")
     back = io.read_coordinates(out)
-    expected = pd.DataFrame({"x": picks.data[:, 1], "y": picks.data[:, 0],
-                             "score": picks.features["score"].to_numpy(float)})
+    shown = np.asarray(picks.shown, bool)  # what the threshold slider shows is what is written
+    assert len(back) == shown.sum()
+    expected = pd.DataFrame({"x": picks.data[shown, 1], "y": picks.data[shown, 0],
+                             "score": picks.features["score"].to_numpy(float)[shown]})
     np.testing.assert_allclose(back[["x", "y"]].to_numpy(), expected[["x", "y"]].to_numpy(),
                                atol=1e-3)
     np.testing.assert_allclose(back["score"].to_numpy(float), expected["score"].to_numpy(),
                                atol=1e-4, equal_nan=True)
-    assert list(back["source"]) == list(source)
+    assert list(back["source"]) == list(source[shown])
     viewer.open(out, plugin="napari-deeppicker")
     np.testing.assert_allclose(viewer.layers[-1].data, picks.data, atol=1e-3)

@@ -18,6 +18,15 @@ PICKS = pd.DataFrame({
 })
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _discovered_plugins():
+    """napari finds writers through npe2's registry, filled when a viewer starts: fill it here so
+    that these tests do not depend on another test having opened a viewer first."""
+    from npe2 import PluginManager
+
+    PluginManager.instance().discover()
+
+
 def _layer(df, **kwargs):
     data, meta, _ = points_layer_data(df, **{"name": "mic1 picks", "box": 24, **kwargs})
     return Points(data, **meta)
@@ -90,3 +99,13 @@ def test_stack_points_without_names_get_slice_names(tmp_path):
     _writer.write_star(str(tmp_path / "s.star"), layer.data, layer.as_layer_data_tuple()[1])
     names = sorted(set(io.read_coordinates(tmp_path / "s.star")["micrograph"]))
     assert names == ["slice_00000", "slice_00001"]
+
+
+def test_points_hidden_by_the_threshold_are_not_written(tmp_path):
+    layer = _layer(PICKS)
+    layer.shown = [True, True, False, True]  # the slider hid the 0.25 pick
+    path = tmp_path / "out.star"
+    layer.save(str(path), plugin="napari-deeppicker")
+    back, _ = _read_back(path)
+    np.testing.assert_allclose(back[["x", "y"]].to_numpy(), PICKS.loc[[0, 1, 3], ["x", "y"]])
+    assert list(back["source"]) == ["model", "manual", "model"]
