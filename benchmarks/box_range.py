@@ -20,6 +20,7 @@ from pathlib import Path
 
 from napari_deeppicker.core.evaluation import evaluate
 from napari_deeppicker.core.model import load_model
+from napari_deeppicker.core.nullcheck import is_particle_free
 from napari_deeppicker.core.picking import PickConfig, pick_micrograph
 from napari_deeppicker.core.synthetic import simulate_micrograph
 
@@ -61,8 +62,7 @@ def main(argv=None) -> None:
                          "n_reference": int(sum(len(r) for r in refs.values())),
                          "best_f1": curve.best_f1, "average_precision": curve.average_precision,
                          "at_0.5": at05, "auto": at_auto,
-                         "particle_free": int(sum(bool(p.attrs.get("null_check", {})
-                                                       .get("particle_free"))
+                         "particle_free": int(sum(is_particle_free(p)
                                                   for p in every.values()))})
             log.info("box %d %s: best F1 %.3f AP %.3f | 0.5 P %.3f R %.3f | auto P %.3f R %.3f "
                      "F1 %.3f", box, look, curve.best_f1, curve.average_precision,

@@ -163,7 +163,7 @@ def _record(progress, outdir: Path, scores: bool) -> dict:
 
 def add_watch_arguments(add) -> None:
     """Arguments of ``deeppicker watch`` (``add`` = ``add_argument``)."""
-    from napari_deeppicker.cli import FRACTION, POSITIVE_FLOAT, POSITIVE_INT
+    from napari_deeppicker.cli import FRACTION, NULL_CHECK_HELP, POSITIVE_FLOAT, POSITIVE_INT
 
     add("folder", metavar="DIR", help="folder the micrographs appear in (not recursive)")
     add("--model", required=True, metavar="MODEL",
@@ -178,10 +178,7 @@ def add_watch_arguments(add) -> None:
         help="score-map step in pixels of the box rescaled to 64 px")
     add("--edge", type=float, default=0.5, metavar="FRACTION",
         help="picks keep this fraction of the box from the image border")
-    add("--no-null-check", dest="null_check", action="store_false",
-        help="keep the picks of micrographs that look particle-free (their candidates score "
-             "no higher than on the micrograph's phase-randomised noise null); by default no "
-             "pick is kept on them")
+    add("--no-null-check", dest="null_check", action="store_false", help=NULL_CHECK_HELP)
     add("--invert", action="store_true", help="particles are bright on the background")
     add("--format", choices=("star", "box", "csv"), default="star",
         help="format of the per-micrograph coordinates files")

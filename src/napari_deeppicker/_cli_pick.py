@@ -115,6 +115,7 @@ def pick_files(model, paths: Sequence[Path], box: int, config, outdir: Path, *, 
         ``micrograph`` and ``error``.
     """
     from napari_deeppicker.core.io import write_coordinates
+    from napari_deeppicker.core.nullcheck import is_particle_free
     from napari_deeppicker.core.picking import pick_micrograph, score_micrograph
 
     model_name = str(model.metadata.get("path", "model"))
@@ -141,10 +142,10 @@ def pick_files(model, paths: Sequence[Path], box: int, config, outdir: Path, *, 
                 score_file = write_score_map(score_map, mic, outdir, box, model_name)
             bar.update()
             bar.set_postfix(picks=len(found))
-            record = {"micrograph": str(path.resolve()), "n_picks": int(len(found)),
+            record = {"micrograph": str(path.resolve()), "n_picks": len(found),
                       "file": str(out), "scores": None if score_file is None else str(score_file),
                       "seconds": round(time.perf_counter() - start, 3)}
-            if found.attrs.get("null_check", {}).get("particle_free"):
+            if is_particle_free(found):
                 record["particle_free"] = True
             yield record
 

@@ -31,19 +31,6 @@ class _YesNo(argparse.Action):
         setattr(namespace, self.dest, text in _TRUE)
 
 
-def _threshold(text: str):
-    """A threshold in [0, 1), or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 0 and below 1")
-    return value
-
-
 def add_relion_parser(sub) -> None:
     """Register ``relion-external``; its arguments are parsed by :func:`relion_parser`."""
     parser = sub.add_parser(
@@ -56,6 +43,7 @@ def add_relion_parser(sub) -> None:
 
 def relion_parser() -> argparse.ArgumentParser:
     """The tolerant parser of the arguments RELION passes (underscores or dashes accepted)."""
+    from napari_deeppicker.cli import THRESHOLD
     parser = argparse.ArgumentParser(
         prog="deeppicker relion-external", allow_abbrev=False,
         description="Pick the micrographs of a RELION micrographs STAR file as a RELION External "
@@ -69,7 +57,7 @@ def relion_parser() -> argparse.ArgumentParser:
         help="micrographs STAR file (e.g. CtfFind/job003/micrographs_ctf.star)")
     add("--model", default="general", help="model file or 'general' (default: general)")
     add("--box", required=True, type=int, metavar="PX", help="particle box in micrograph pixels")
-    add("--threshold", type=_threshold, default=0.5,
+    add("--threshold", type=THRESHOLD, default=0.5,
         help="keep picks scoring above this (0-1), or auto (per micrograph, see deeppicker pick)")
     add("--top", type=int, metavar="N", help="keep at most N picks per micrograph")
     add("--step", type=int, choices=(4, 2, 1), default=4, help="score-map step (4, 2 or 1)")

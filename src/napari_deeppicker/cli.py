@@ -104,9 +104,14 @@ POSITIVE_FLOAT = _number(float, 0, strict_min=True)
 FRACTION = _number(float, 0, 1, strict_max=True)
 
 
-def _threshold(text: str):
-    """A score threshold in [0, 1), or ``auto`` (chosen per micrograph against its null)."""
+def THRESHOLD(text: str):  # an argparse type, named like FRACTION and the others
+    """A score threshold in [0, 1), or ``auto`` (Otsu's split of each micrograph's scores)."""
     return "auto" if text.strip().lower() == "auto" else FRACTION(text)
+
+
+NULL_CHECK_HELP = ("keep the picks of micrographs that look particle-free (their candidates score "
+                   "no higher than on the micrograph's phase-randomised noise null); by default "
+                   "no pick is kept on them")
 
 
 def _subparser(sub, common, name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -182,7 +187,7 @@ def _add_pick(sub, common) -> None:
     add("--box", required=True, type=POSITIVE_INT, metavar="PX",
         help="particle box in micrograph pixels")
     add("--out", required=True, metavar="DIR", help="output folder (created if needed)")
-    add("--threshold", type=_threshold, default=0.5, metavar="T",
+    add("--threshold", type=THRESHOLD, default=0.5, metavar="T",
         help="keep picks scoring above this (0-1), or 'auto': per micrograph, Otsu's split of "
              "its candidate scores (logit scale, at least 0.5); better than 0.5 for the general "
              "model on molecules it never saw")
@@ -196,10 +201,7 @@ def _add_pick(sub, common) -> None:
         help="score-map step in pixels of the box rescaled to 64 px (finer = slower)")
     add("--edge", type=_number(float, 0), default=0.5, metavar="FRACTION",
         help="picks keep this fraction of the box from the image border")
-    add("--no-null-check", dest="null_check", action="store_false",
-        help="keep the picks of micrographs that look particle-free (their candidates score "
-             "no higher than on the micrograph's phase-randomised noise null); by default no "
-             "pick is kept on them")
+    add("--no-null-check", dest="null_check", action="store_false", help=NULL_CHECK_HELP)
     add("--polarity", choices=("dark", "bright", "auto"), default="dark",
         help="particles darker (raw cryo-EM) or brighter than the background; auto: estimated "
              "from the first micrographs (sign of the particle-scale skewness)")

@@ -288,7 +288,8 @@ class DockWidget(Container):
         show_error(message)
 
     def _on_run_clicked(self) -> None:
-        raise NotImplementedError
+        """Start the dock's job; every dock (Pick, Train, Evaluate) defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} defines no job")
 
     def _on_stop_clicked(self) -> None:
         if self._worker is not None:

@@ -46,6 +46,7 @@ from napari_deeppicker._widgets._edits import (
 )
 from napari_deeppicker._widgets._parameters import BATCHES, FROM_FILE, PickParameters, model_choices
 from napari_deeppicker._widgets._preview import remove_box_preview, show_box_preview
+from napari_deeppicker.core.nullcheck import is_particle_free
 from napari_deeppicker.core.picking import ScoreMap
 from napari_deeppicker.core.training import TrainProgress
 
@@ -190,8 +191,7 @@ class PickWidget(DockWidget):
         seconds = time.perf_counter() - self._job.started
         self.status.value = f"{n} picks shown ({seconds:.1f} s)"
         message = f"napari-deeppicker: {n} picks above threshold {self.threshold.value:.2f}"
-        free = [s.index for s in self._job.steps
-                if s.picks.attrs.get("null_check", {}).get("particle_free")]
+        free = [s.index for s in self._job.steps if is_particle_free(s.picks)]
         if free:
             where = "" if self._job.slices is None else f" (slices {free[:10]})"
             message += (f"; {len(free)} micrograph(s){where} look particle-free: nothing scores "

@@ -40,6 +40,7 @@ from ._batch_outputs import (
 )
 from ._read_ahead import ReadAhead
 from .errors import DeepPickerError
+from .nullcheck import is_particle_free
 
 __all__ = [
     "COORDINATE_LIST_NAME", "DEFAULT_COMBINED", "MANIFEST_NAME", "BatchConfig", "BatchPicker",
@@ -234,9 +235,9 @@ class BatchPicker:
                                         seconds=seconds)
                 else:
                     self._commit(item, out, result)
-                    free = bool(result.picks.attrs.get("null_check", {}).get("particle_free"))
                     yield BatchProgress(done, total, item, "picked", len(result.picks), out,
-                                        seconds=seconds, particle_free=free)
+                                        seconds=seconds,
+                                        particle_free=is_particle_free(result.picks))
                 if self.should_stop():
                     logger.info("stopped after %d of %d micrographs", done, total)
                     return

@@ -145,9 +145,8 @@ def auto_threshold(model, image: np.ndarray, box: float, config=None, *, scores=
     return threshold_from_null(scores, null, max_fdr=max_fdr)
 
 
-def pick_auto(model, image: np.ndarray, box: float, config=None, device=None, *,
-              method: str = "otsu"):
-    """Pick a micrograph with its automatic threshold (:func:`auto_threshold`).
+def pick_auto(model, image: np.ndarray, box: float, config=None, device=None):
+    """Pick a micrograph with its automatic threshold (``threshold="auto"``, Otsu).
 
     Returns
     -------
@@ -160,16 +159,9 @@ def pick_auto(model, image: np.ndarray, box: float, config=None, device=None, *,
     """
     from napari_deeppicker.core.picking import PickConfig, pick_micrograph
 
-    config = config or PickConfig()
-    every = replace(config, threshold=0.0, top_n=None)
-    everything, score_map = pick_micrograph(model, image, box, every, device)
-    threshold = auto_threshold(model, image, box, config, scores=everything["score"].to_numpy(),
-                               method=method, device=device)
-    picks = everything[everything["score"] > threshold]
-    if config.top_n is not None:
-        picks = picks.head(config.top_n)
-    picks = picks.reset_index(drop=True)
-    picks.attrs["threshold"] = threshold
+    config = replace(config or PickConfig(), threshold="auto")
+    picks, score_map = pick_micrograph(model, image, box, config, device)
+    threshold = picks.attrs["threshold"]
     log.info("automatic threshold %.3f: %d picks", threshold, len(picks))
     return picks, score_map, threshold
 

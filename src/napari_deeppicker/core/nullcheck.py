@@ -61,6 +61,11 @@ class NullCheck:
                     else v) for k, v in asdict(self).items()}
 
 
+def is_particle_free(picks) -> bool:
+    """Whether the guard emptied the micrograph of these picks (``picks.attrs["null_check"]``)."""
+    return bool(picks.attrs.get("null_check", {}).get("particle_free"))
+
+
 def null_prepared(prepared: PreparedImage, seed: int = 0) -> PreparedImage:
     """The phase-randomised null of a prepared image, clipped to the same range.
 

@@ -327,7 +327,7 @@ def finish_picks(score_map: ScoreMap, prepared: PreparedImage, box: float, confi
     if threshold == "auto":
         from napari_deeppicker.core.calibration import otsu_threshold
 
-        threshold = otsu_threshold(candidates["score"].to_numpy()) if len(candidates) else 0.5
+        threshold = otsu_threshold(candidates["score"].to_numpy())  # 0.5 when too few
     picks = candidates[candidates["score"] > threshold]
     if config.top_n is not None:
         picks = picks.head(config.top_n)

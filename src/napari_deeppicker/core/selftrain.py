@@ -89,7 +89,7 @@ class SelfTrainer:
             return float(self.pick_config.threshold)
         from napari_deeppicker.core.calibration import otsu_threshold
 
-        return otsu_threshold(picks["score"].to_numpy()) if len(picks) else 1.0
+        return otsu_threshold(picks["score"].to_numpy())
 
     def run(self) -> Iterator[SelfTrainProgress]:
         """Run every iteration; ``self.model`` is the latest model, ``self.picks`` its picks."""
